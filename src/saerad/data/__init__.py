@@ -1,0 +1,1 @@
+"""Reports, images, dataset adapters and phantom radiographs."""

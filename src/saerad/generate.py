@@ -1,0 +1,52 @@
+"""Image files -> reports with provenance, through a saved SAE-Rad model."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Sequence
+
+from .data.images import ImageSource, load_image
+
+REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
+    """Load an SAE-Rad model folder or hub repo and its image processor (safetensors only)."""
+    from transformers import AutoImageProcessor
+    from modeling_saerad import SAERadModel
+
+    if os.path.exists(path_or_id):
+        if not os.path.isdir(path_or_id) or not os.path.isfile(os.path.join(path_or_id, "config.json")):
+            raise ValueError(f"{path_or_id}: not a model folder (no config.json); pass the folder `saerad build` wrote")
+    elif not REPO_ID.match(path_or_id):
+        raise FileNotFoundError(f"{path_or_id}: no such model folder, and not a hub repo id (ORG/NAME)")
+    try:
+        model = SAERadModel.from_pretrained(path_or_id).to(device).eval()
+        processor = AutoImageProcessor.from_pretrained(path_or_id)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path_or_id}: cannot load the model ({first})") from None
+    return model, processor
+
+
+def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_size: int = 8) -> list[dict]:
+    """Write one report per image: text, FINDINGS, IMPRESSION, sentences with feature ids, omitted features."""
+    import torch
+
+    loaded = [load_image(image) for image in images]  # fail on a bad file before any compute
+    results = []
+    for start in range(0, len(loaded), batch_size):
+        batch = loaded[start : start + batch_size]
+        pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            out = model.generate(pixel_values.to(model.device), return_dict_in_generate=True)
+        for i in range(len(batch)):
+            results.append({
+                "report": out.reports[i],
+                "findings": out.findings[i],
+                "impression": out.impressions[i],
+                "sentences": out.sentences[i],
+                "omitted": out.omitted[i],
+            })
+    return results

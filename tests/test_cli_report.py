@@ -1,0 +1,77 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imaging import gradient, write_dicom, write_png
+from saerad.cli import main
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    png = write_png(tmp_path / "a.png", (rng.random((64, 64)) * 255).astype(np.uint8))
+    dcm = write_dicom(tmp_path / "b.dcm", (rng.random((64, 64)) * 4000).astype(np.uint16), "MONOCHROME1")
+    return [str(png), str(dcm)]
+
+
+def test_report_prints_one_report_per_image(model_dir, images, capsys):
+    assert main(["report", *images, "--model", str(model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== ") == 2 and out.count("FINDINGS:") == 2 and "IMPRESSION:" in out
+
+
+def test_report_json_has_sentences_with_feature_ids(model, model_dir, images, capsys):
+    assert main(["report", *images, "--model", str(model_dir), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [p["image"] for p in payload] == images
+    for item in payload:
+        assert item["report"].startswith("FINDINGS:")
+        for sentence in item["sentences"]:
+            assert sentence["feature_ids"] and len(sentence["activations"]) == len(sentence["feature_ids"])
+            assert all(model.features[f]["description"] for f in sentence["feature_ids"])
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing", "no such file"),
+        ("text", "not an image"),
+        ("folder", "is a folder"),
+        ("bad_model", "no such model folder"),
+        ("not_model", "not a model folder"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(model_dir, images, tmp_path, case, message):
+    (tmp_path / "notes.png").write_text("not a picture")
+    (tmp_path / "empty_dir").mkdir()
+    image, model = images[0], str(model_dir)
+    if case == "missing":
+        image = str(tmp_path / "nope.png")
+    elif case == "text":
+        image = str(tmp_path / "notes.png")
+    elif case == "folder":
+        image = str(tmp_path / "empty_dir")
+    elif case == "bad_model":
+        model = str(tmp_path / "no" / "such" / "model")
+    else:
+        model = str(tmp_path / "empty_dir")
+    run = subprocess.run([sys.executable, "-m", "saerad", "report", image, "--model", model],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.startswith("saerad")]
+    assert len(lines) == 1 and message in lines[0], run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_debug_shows_the_traceback(model_dir, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "saerad", "--debug", "report", str(tmp_path / "x.png"),
+                          "--model", str(model_dir)], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "Traceback" in run.stderr
+
+
+def test_help_lists_the_commands():
+    run = subprocess.run([sys.executable, "-m", "saerad", "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "report" in run.stdout

@@ -1,0 +1,137 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from conftest import tiny_model
+from minimal_env import make_site
+from modeling_saerad import SAERadModel
+
+def comparable(config: dict) -> dict:
+    """A config dict without what loading legitimately fills in (source path, resolved dtype)."""
+    skip = {"_name_or_path", "dtype", "torch_dtype"}
+    return {k: comparable(v) if isinstance(v, dict) else v for k, v in config.items() if k not in skip}
+
+
+REMOTE_SCRIPT = r"""
+import json, sys, torch
+for banned in ("saerad", "configuration_saerad", "modeling_saerad", "datasets", "accelerate", "gradio", "peft"):
+    try:
+        __import__(banned)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"{banned} is importable in the minimal environment")
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from PIL import Image
+folder, pixels_path = sys.argv[1], sys.argv[2]
+config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+pixels = torch.load(pixels_path)
+out = model.generate(pixels, return_dict_in_generate=True)
+image = Image.new("L", (40, 50), 128)
+print(json.dumps({
+    "config": config.to_dict(),
+    "activations": out.feature_activations.tolist(),
+    "reports": out.reports,
+    "sentences": out.sentences,
+    "processed_shape": list(processor(images=image, return_tensors="pt")["pixel_values"].shape),
+}))
+"""
+
+
+def test_save_writes_the_hub_layout(model_dir):
+    files = set(os.listdir(model_dir))
+    assert {"config.json", "configuration_saerad.py", "modeling_saerad.py", "model.safetensors",
+            "preprocessor_config.json", "feature_dictionary.json"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_saerad.SAERadConfig",
+                                  "AutoModel": "modeling_saerad.SAERadModel"}
+    assert config["model_type"] == "sae_rad"
+
+
+def test_round_trip_keeps_config_tensors_dictionary_and_reports(model, model_dir):
+    loaded = SAERadModel.from_pretrained(model_dir).eval()
+    assert comparable(loaded.config.to_dict()) == comparable(model.config.to_dict())
+    expected, actual = model.state_dict(), loaded.state_dict()
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert loaded.feature_dictionary == model.feature_dictionary
+    pixels = torch.randn(2, 3, 32, 32)
+    assert model.generate(pixels) == loaded.generate(pixels)
+
+
+def test_auto_classes_load_the_folder_with_remote_code(model, model_dir):
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    loaded = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    assert config.d_sae == 64 and loaded.feature_dictionary == model.feature_dictionary
+    from PIL import Image
+
+    pixels = processor(images=Image.new("L", (40, 50), 128), return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 32, 32)  # grayscale replicated to 3 channels, resized to the backbone
+    assert torch.equal(loaded(pixels).feature_activations, model(pixels).feature_activations)
+
+
+def test_fresh_process_without_saerad_gives_identical_activations_and_reports(model, model_dir, tmp_path):
+    site = make_site(tmp_path / "site", ["torch", "transformers", "safetensors", "pillow"])
+    assert not (site / "saerad").exists() and not (site / "datasets").exists()
+    pixels = torch.randn(3, 3, 32, 32)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
+    run = subprocess.run([sys.executable, "-S", "-c", REMOTE_SCRIPT, str(model_dir), str(tmp_path / "pixels.pt")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    remote = json.loads(run.stdout.strip().splitlines()[-1])
+    out = model.generate(pixels, return_dict_in_generate=True)
+    local_config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True).to_dict()
+    assert comparable(remote["config"]) == comparable(json.loads(json.dumps(local_config)))
+    assert remote["activations"] == out.feature_activations.tolist()
+    assert remote["reports"] == out.reports and any(remote["reports"])
+    assert remote["sentences"] == json.loads(json.dumps(out.sentences))
+    assert remote["processed_shape"] == [1, 3, 32, 32]
+
+
+def test_model_without_dictionary_loads_and_says_so(tmp_path):
+    model = tiny_model()
+    model.feature_dictionary = None
+    model.save_pretrained(tmp_path)
+    loaded = SAERadModel.from_pretrained(tmp_path)
+    assert loaded.feature_dictionary is None
+    with pytest.raises(ValueError, match="no feature dictionary"):
+        loaded.generate(torch.randn(1, 3, 32, 32))
+
+
+def test_pickled_weights_are_refused(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError):
+        SAERadModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="safetensors only"):
+        SAERadModel.from_pretrained(tmp_path, use_safetensors=False)
+    with pytest.raises(ValueError, match="safetensors only"):
+        model.save_pretrained(tmp_path / "x", safe_serialization=False)
+
+
+def test_image_processor_given_at_build_is_saved(model, tmp_path):
+    from modeling_saerad import default_image_processor
+
+    processor = default_image_processor(model.config.vision_config)
+    processor.image_mean = [0.5307] * 3
+    model.image_processor = processor
+    model.save_pretrained(tmp_path)
+    saved = json.loads(Path(tmp_path / "preprocessor_config.json").read_text())
+    assert saved["image_mean"] == [0.5307] * 3 and saved["do_convert_rgb"] is True
