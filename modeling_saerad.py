@@ -161,13 +161,15 @@ def validate_feature_dictionary(data: Any, d_sae: int, source: str = "feature di
             if not isinstance(finding, dict) or not isinstance(finding.get("label"), str):
                 fail(f"{where}.findings[{j}].label", "must be a string")
             if finding.get("status") not in FINDING_STATUSES:
-                fail(f"{where}.findings[{j}].status", f"must be one of {FINDING_STATUSES}; got {finding.get('status')!r}")
+                got = finding.get("status")
+                fail(f"{where}.findings[{j}].status", f"must be one of {FINDING_STATUSES}; got {got!r}")
             for key in ("laterality", "severity"):
                 if finding.get(key) is not None and not isinstance(finding[key], str):
                     fail(f"{where}.findings[{j}].{key}", "must be a string or null")
         for key in ("score", "frequency"):
             value = feature.get(key)
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value)):
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and (not is_number or math.isnan(value)):
                 fail(f"{where}.{key}", f"must be a number or null; got {value!r}")
         exemplars = feature.get("exemplars", [])
         if not isinstance(exemplars, list) or not all(isinstance(e, str) for e in exemplars):

@@ -5,8 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from imaging import gradient, write_dicom, write_png
 from saerad.cli import main
+
+from imaging import write_dicom, write_png
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_dictionary, tiny_model
 from modeling_saerad import SAERadModel, compose_report, validate_feature_dictionary
+
+from conftest import tiny_dictionary, tiny_model
 
 
 def feature(fid, description, section="lungs", findings=(), score=0.9):

@@ -5,6 +5,7 @@ import pytest
 from transformers import Dinov2Config
 
 from configuration_saerad import SAERadConfig
+
 from conftest import TINY_VISION, tiny_config
 
 

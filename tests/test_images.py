@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imaging import gradient, write_dicom, write_png
 from saerad.data.images import load_image
+
+from imaging import gradient, write_dicom, write_png
 
 
 def test_8bit_png_loads_unchanged(tmp_path):

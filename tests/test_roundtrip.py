@@ -9,9 +9,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from modeling_saerad import SAERadModel
+
 from conftest import tiny_model
 from minimal_env import make_site
-from modeling_saerad import SAERadModel
+
 
 def comparable(config: dict) -> dict:
     """A config dict without what loading legitimately fills in (source path, resolved dtype)."""

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from conftest import tiny_config
 from modeling_saerad import SAERadModel, SparseAutoencoder
+
+from conftest import tiny_config
 
 
 def random_sae(architecture, seed=0, **overrides):

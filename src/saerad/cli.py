@@ -35,6 +35,47 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    """Build a dataset spec into a save_to_disk folder."""
+    from .data.adapters import load_spec, save_dataset
+
+    if args.report_unmapped:
+        return _report_unmapped(args.spec)
+    if not args.out:
+        raise UserError("--out is required (the folder to write the dataset to)")
+    dataset = load_spec(args.spec, require_findings=args.require_findings, frontal_only=not args.all_views)
+    save_dataset(dataset, args.out)
+    counts = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
+    print(f"wrote {args.out}: {counts}")
+    return 0
+
+
+def _report_unmapped(spec: str) -> int:
+    from collections import Counter
+
+    from .data.iu import read_reports
+    from .data.mesh import unmapped_tags
+
+    kind, _, path = spec.partition(":")
+    if kind not in ("iu-phantom", "iu-xray"):
+        raise UserError("--report-unmapped applies to iu-phantom and iu-xray specs")
+    reports = read_reports(path or None)
+    counts = Counter(tag for r in reports for tag in unmapped_tags(r["mesh"]))
+    covered = sum(1 for r in reports if not unmapped_tags(r["mesh"]))
+    print(f"reports whose MeSH tags are all mapped: {covered}/{len(reports)} ({covered / len(reports):.1%})")
+    for tag, n in counts.most_common():
+        print(f"{n:6d}  {tag}")
+    return 0
+
+
+def cmd_data_gallery(args: argparse.Namespace) -> int:
+    """Write one labelled phantom tile per finding beside a normal phantom."""
+    from .data.phantom import gallery
+
+    print(gallery(args.out, seed=args.seed))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `saerad` argument parser."""
     parser = argparse.ArgumentParser(prog="saerad", description=__doc__)
@@ -48,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print reports with sentences, feature ids and activations")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_report)
+
+    data = sub.add_parser("data", help="build datasets and phantom galleries").add_subparsers(
+        dest="data_command", metavar="ACTION", required=True)
+    p = data.add_parser("build", help="resolve a dataset spec and save it with save_to_disk")
+    p.add_argument("spec", help="mimic-cxr:PATH, iu-xray[:PATH], iu-phantom[:REPORTS], imagefolder:PATH or a folder")
+    p.add_argument("--out", help="folder to write")
+    p.add_argument("--require-findings", action="store_true", help="drop studies without a FINDINGS section")
+    p.add_argument("--all-views", action="store_true", help="keep lateral views (MIMIC-CXR)")
+    p.add_argument("--report-unmapped", action="store_true", help="list IU MeSH tags the phantom mapping lacks")
+    p.set_defaults(func=cmd_data_build)
+    p = data.add_parser("gallery", help="one phantom tile per finding, for the README")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_data_gallery)
     return parser
 
 

@@ -14,6 +14,7 @@ REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
     """Load an SAE-Rad model folder or hub repo and its image processor (safetensors only)."""
     from transformers import AutoImageProcessor
+
     from modeling_saerad import SAERadModel
 
     if os.path.exists(path_or_id):

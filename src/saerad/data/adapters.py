@@ -1,0 +1,266 @@
+"""Dataset specs -> `datasets.DatasetDict` with the common columns
+`id`, `image`, `findings`, `impression`, `indication`, `study_id`, `view` (plus adapter extras).
+
+Specs: `mimic-cxr:PATH`, `iu-xray[:PATH]`, `iu-phantom[:REPORTS]`, `imagefolder:PATH`, or a folder written by
+`save_to_disk`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .reports import parse_sections
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+COMMON_COLUMNS = ("id", "image", "findings", "impression", "indication", "study_id", "view")
+SPEC_FORMS = "mimic-cxr:PATH, iu-xray[:PATH], iu-phantom[:REPORTS], imagefolder:PATH, or a save_to_disk folder"
+IU_PHANTOM_VERSION = 1
+
+
+def stable_split(key: str) -> str:
+    """About 80/10/10 train/validation/test by a hash of the id alone, so a test id never moves."""
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+
+
+def _features(extra: Optional[dict] = None):
+    from datasets import Features, Image, Value
+
+    features = {name: Value("string") for name in COMMON_COLUMNS if name != "image"}
+    features["image"] = Image()
+    features.update(extra or {})
+    return Features({name: features[name] for name in (*COMMON_COLUMNS, *(extra or {}))})
+
+
+def _to_dataset_dict(rows: dict, extra: Optional[dict] = None):
+    from datasets import Dataset, DatasetDict
+
+    features = _features(extra)
+    out = {}
+    for split in SPLITS:
+        split_rows = rows.get(split) or []
+        if split_rows:
+            columns = {name: [r.get(name) for r in split_rows] for name in features}
+            out[split] = Dataset.from_dict(columns, features=features)
+    if not out:
+        raise ValueError("the dataset has no rows (check the path and the filters)")
+    return DatasetDict(out)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _find(root: Path, names: Iterable[str]) -> Optional[Path]:
+    for name in names:
+        for candidate in (root / name, *root.glob(f"*/{name}")):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def load_mimic_cxr(path: str, frontal_only: bool = True, require_findings: bool = False):
+    """MIMIC-CXR-JPG: official splits, frontal views, one image per study preferring PA."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{path}: no such folder (expected the MIMIC-CXR-JPG root with files/)")
+    metadata = _find(root, ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv"))
+    split_file = _find(root, ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-split.csv"))
+    if metadata is None or split_file is None:
+        raise FileNotFoundError(f"{path}: needs mimic-cxr-2.0.0-metadata.csv(.gz) and mimic-cxr-2.0.0-split.csv(.gz)")
+    views = {r["dicom_id"]: r.get("ViewPosition") or "" for r in _read_csv(metadata)}
+    studies: dict = defaultdict(list)
+    for r in _read_csv(split_file):
+        view = views.get(r["dicom_id"], "")
+        if frontal_only and view not in ("PA", "AP"):
+            continue
+        studies[(r["subject_id"], r["study_id"], r["split"])].append((r["dicom_id"], view))
+    rows: dict = defaultdict(list)
+    missing = 0
+    for (subject, study, split), images in sorted(studies.items()):
+        dicom_id, view = min(images, key=lambda d: ({"PA": 0, "AP": 1}.get(d[1], 2), d[0]))
+        folder = Path("files", f"p{subject[:2]}", f"p{subject}")
+        image = root / folder / f"s{study}" / f"{dicom_id}.jpg"
+        report = next((p for p in (root / folder / f"s{study}.txt",
+                                   root / "mimic-cxr-reports" / folder / f"s{study}.txt") if p.exists()), None)
+        if not image.exists() or report is None:
+            missing += 1
+            continue
+        sections = parse_sections(report.read_text(errors="replace"))
+        if require_findings and not sections["findings"]:
+            continue
+        rows["validation" if split == "validate" else split].append({
+            "id": dicom_id, "image": str(image), "findings": sections["findings"],
+            "impression": sections["impression"], "indication": sections["indication"],
+            "study_id": f"s{study}", "view": view or None, "subject_id": f"p{subject}",
+        })
+    if missing:
+        logger.warning("mimic-cxr: %d studies skipped for a missing image or report", missing)
+    from datasets import Value
+
+    return _to_dataset_dict(rows, {"subject_id": Value("string")})
+
+
+def load_iu_xray(path: Optional[str] = None, require_findings: bool = False):
+    """IU X-ray reports (from PATH, else the cached archive), with images from PNGs under PATH when present."""
+    from datasets import Sequence, Value
+
+    from .iu import read_reports
+
+    images = {}
+    if path is not None and Path(path).is_dir():
+        images = {p.stem: str(p) for p in Path(path).rglob("*.png")}
+    rows: dict = defaultdict(list)
+    for report in read_reports(path):
+        if require_findings and not report["findings"]:
+            continue
+        image = next((images[i] for i in report["images"] if i in images), None)
+        rows[stable_split(f"iu:{report['id']}")].append({
+            **report, "image": image, "study_id": report["id"], "view": None,
+        })
+    return _to_dataset_dict(rows, {"comparison": Value("string"), "mesh": Sequence(Value("string"))})
+
+
+def _phantom_row(report: dict, size: int) -> dict:
+    from .mesh import findings_from_mesh
+    from .phantom import render
+
+    findings = findings_from_mesh(report["mesh"])
+    seed = int(hashlib.sha256(f"iu-phantom:{report['id']}".encode()).hexdigest()[:8], 16)
+    buf = io.BytesIO()
+    render(findings, seed=seed, size=size).save(buf, format="PNG")
+    return {**report, "image": {"bytes": buf.getvalue(), "path": None}, "study_id": report["id"], "view": "PA",
+            "phantom_findings": findings}
+
+
+def build_iu_phantom(reports: Optional[str] = None, size: int = 256, num_proc: Optional[int] = None):
+    """IU-phantom: each IU report with FINDINGS, paired with a phantom drawn from its MeSH tags."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from datasets import Sequence, Value
+    from tqdm.auto import tqdm
+
+    from .iu import read_reports
+
+    selected = [r for r in read_reports(reports) if r["findings"]]
+    num_proc = num_proc or min(os.cpu_count() or 1, 8)
+    with ProcessPoolExecutor(num_proc) as pool:
+        built = list(tqdm(pool.map(partial(_phantom_row, size=size), selected, chunksize=32),
+                          total=len(selected), desc="rendering IU-phantom", unit="image"))
+    rows: dict = defaultdict(list)
+    for row in built:
+        rows[stable_split(f"iu:{row['id']}")].append(row)
+    finding = {k: Value("string") for k in ("label", "laterality", "zone", "severity")}
+    return _to_dataset_dict(rows, {"comparison": Value("string"), "mesh": Sequence(Value("string")),
+                                   "phantom_findings": [finding]})
+
+
+def load_iu_phantom(reports: Optional[str] = None, size: int = 256):
+    """IU-phantom from the cache, built on first use (never inside the repository: the reports are licensed)."""
+    from datasets import load_from_disk
+
+    from ..paths import cache_dir
+
+    folder = cache_dir("datasets") / f"iu-phantom-v{IU_PHANTOM_VERSION}-{size}"
+    if reports is None and (folder / "dataset_dict.json").exists():
+        return load_from_disk(str(folder))
+    dataset = build_iu_phantom(reports, size=size)
+    if reports is None:
+        _save_atomically(dataset, folder)
+    return dataset
+
+
+def load_imagefolder(path: str, require_findings: bool = False):
+    """Images plus `metadata.jsonl` (`file_name` and `report` or `findings`; optional `split`, `id`, ...)."""
+    root = Path(path)
+    files = sorted(root.rglob("metadata.jsonl")) if root.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{path}: no metadata.jsonl found (imagefolder:PATH needs one)")
+    rows: dict = defaultdict(list)
+    for meta in files:
+        folder_split = meta.parent.name if meta.parent != root and meta.parent.name in SPLITS else None
+        for n, line in enumerate(meta.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{meta}:{n}: not valid JSON ({err})") from None
+            if "file_name" not in record or not ({"report", "findings"} & set(record)):
+                raise ValueError(f"{meta}:{n}: needs 'file_name' and a 'report' or 'findings' field")
+            sections = parse_sections(record["report"]) if record.get("report") else {}
+            findings = record.get("findings") or sections.get("findings")
+            if record.get("report") and not (sections.get("findings") or sections.get("impression")):
+                findings = findings or " ".join(record["report"].split())  # no headers: the text is the findings
+            if require_findings and not findings:
+                continue
+            image = meta.parent / record["file_name"]
+            if not image.exists():
+                raise FileNotFoundError(f"{meta}:{n}: image {record['file_name']} not found")
+            rid = str(record.get("id") or Path(record["file_name"]).stem)
+            split = record.get("split") or folder_split or "train"
+            if split not in SPLITS:
+                raise ValueError(f"{meta}:{n}: split must be one of {SPLITS}; got {split!r}")
+            rows[split].append({
+                "id": rid, "image": str(image), "findings": findings,
+                "impression": record.get("impression") or sections.get("impression"),
+                "indication": record.get("indication") or sections.get("indication"),
+                "study_id": str(record.get("study_id") or rid), "view": record.get("view"),
+            })
+    return _to_dataset_dict(rows)
+
+
+def load_spec(spec: str, require_findings: bool = False, frontal_only: bool = True):
+    """Resolve a dataset spec string to a `DatasetDict`."""
+    kind, _, path = spec.partition(":")
+    if kind == "mimic-cxr" and path:
+        return load_mimic_cxr(path, frontal_only=frontal_only, require_findings=require_findings)
+    if kind == "iu-xray":
+        return load_iu_xray(path or None, require_findings=require_findings)
+    if kind == "iu-phantom":
+        return load_iu_phantom(path or None)
+    if kind == "imagefolder" and path:
+        return load_imagefolder(path, require_findings=require_findings)
+    if os.path.isdir(spec) and ({"dataset_dict.json", "state.json"} & set(os.listdir(spec))):
+        from datasets import Dataset, DatasetDict, load_from_disk
+
+        loaded = load_from_disk(spec)
+        return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
+    raise ValueError(f"dataset spec {spec!r} not understood; expected {SPEC_FORMS}")
+
+
+def load_split(spec: str, split: str, **options):
+    """One split of a dataset spec, with a clear error when it is absent."""
+    dataset = load_spec(spec, **options)
+    if split not in dataset:
+        raise ValueError(f"{spec}: no split {split!r}; it has {sorted(dataset)}")
+    return dataset[split]
+
+
+def _save_atomically(dataset, folder: Path) -> None:
+    import shutil
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def save_dataset(dataset, out: str) -> None:
+    """`save_to_disk` into `out` via a temporary folder, so nothing half-written is left on failure."""
+    _save_atomically(dataset, Path(out))
