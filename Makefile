@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+WORDNET := wordnet-base wordnet-sense-index
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED ?= False
 export TOKENIZERS_PARALLELISM ?= false
@@ -17,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if [ -n "$(TORCH)" ]; then $(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH); fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	@# METEOR needs WordNet; Debian ships it (best effort: only as root with apt-get, else METEOR is skipped).
+	@if [ ! -e /usr/share/wordnet/data.noun ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq --no-install-recommends $(WORDNET) || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(WORDNET))) >/dev/null 2>&1 || \
+	  echo "WordNet could not be installed: METEOR will be skipped"; fi
 	touch $@
 
 demo: install

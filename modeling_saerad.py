@@ -61,6 +61,7 @@ class SAERadGenerateOutput(ModelOutput):
         findings (`list[str]`): the FINDINGS paragraph of each report.
         impressions (`list[str]`): the IMPRESSION of each report.
         feature_activations (`torch.FloatTensor` of shape `(batch_size, d_sae)`): SAE activations per image.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, d_in)`): the SAE's input per image.
         sentences (`list[list[dict]]`): per image, each sentence with `text`, `report_section` (`"findings"` or
             `"impression"`), anatomical `section`, and the `feature_ids` and `activations` that produced it.
         omitted (`list[list[dict]]`): per image, active features that wrote nothing, with `feature_id`,
@@ -71,6 +72,7 @@ class SAERadGenerateOutput(ModelOutput):
     findings: Optional[list] = None
     impressions: Optional[list] = None
     feature_activations: Optional[torch.FloatTensor] = None
+    image_embeds: Optional[torch.FloatTensor] = None
     sentences: Optional[list] = None
     omitted: Optional[list] = None
 
@@ -395,7 +397,8 @@ class SAERadModel(SAERadPreTrainedModel):
         if unknown:
             raise TypeError(f"generate() got unknown settings {unknown}; allowed: {list(COMPOSER_SETTINGS)}")
         settings = {name: overrides.get(name, getattr(self.config, name)) for name in COMPOSER_SETTINGS}
-        activations = self.forward(pixel_values).feature_activations
+        outputs = self.forward(pixel_values)
+        activations = outputs.feature_activations
         features = self.features
         composed = [compose_report(row, features, **settings) for row in activations.float().cpu().tolist()]
         if not return_dict_in_generate:
@@ -405,6 +408,7 @@ class SAERadModel(SAERadPreTrainedModel):
             findings=[c["findings"] for c in composed],
             impressions=[c["impression"] for c in composed],
             feature_activations=activations,
+            image_embeds=outputs.image_embeds,
             sentences=[c["sentences"] for c in composed],
             omitted=[c["omitted"] for c in composed],
         )

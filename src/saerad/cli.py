@@ -76,6 +76,22 @@ def cmd_data_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score SAE-Rad and baselines on a split; write results.json and results.md."""
+    from .evaluation.runner import markdown_table, run_evaluation
+
+    baselines = [b for b in args.baselines.split(",") if b] if args.baselines else []
+    results = run_evaluation(
+        args.dataset, split=args.split, model=args.model, predictions=args.predictions, baselines=baselines,
+        out=args.out, limit=args.limit, n_resamples=args.n_resamples, seed=args.seed,
+        uncertain_as_positive=not args.positive_only, device=args.device,
+    )
+    print(markdown_table(results), end="")
+    for metric, reason in results["skipped_metrics"].items():
+        print(f"{metric} skipped: {reason}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `saerad` argument parser."""
     parser = argparse.ArgumentParser(prog="saerad", description=__doc__)
@@ -89,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print reports with sentences, feature ids and activations")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("evaluate", help="score SAE-Rad and baselines with CheXpert F1, BLEU, ROUGE-L, METEOR, CIDEr")
+    p.add_argument("--model", help="model folder or hub repo id")
+    p.add_argument("--predictions", help="JSONL of {id, report|findings} to score instead of (or beside) a model")
+    p.add_argument("--dataset", required=True, help="dataset spec (see `saerad data build`)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--baselines", default="normal,retrieval,oracle", help="comma-separated: normal,retrieval,oracle")
+    p.add_argument("--out", help="folder for results.json, results.md and predictions.jsonl")
+    p.add_argument("--limit", type=int, help="score only the first N reports")
+    p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--positive-only", action="store_true", help="count uncertain labels as negative")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_evaluate)
 
     data = sub.add_parser("data", help="build datasets and phantom galleries").add_subparsers(
         dest="data_command", metavar="ACTION", required=True)

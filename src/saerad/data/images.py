@@ -79,7 +79,8 @@ def _load_dicom(data: bytes, name: str) -> np.ndarray:
     return to_uint8(pixels)
 
 
-def _to_gray(image: Image.Image) -> Image.Image:
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """Any PIL image (16-bit, RGBA, palette, ...) as 8-bit grayscale."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return Image.fromarray(to_uint8(np.asarray(image)))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -116,4 +117,4 @@ def load_image(
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{name}: truncated or corrupt image data ({err})") from None
     image = ImageOps.exif_transpose(image)
-    return _to_gray(image)
+    return to_grayscale(image)

@@ -16,9 +16,9 @@ from typing import Optional
 
 from ..data.reports import normalize_deid, split_sentences
 from . import phrases
-from .phrases import OBSERVATIONS, TOP5
+from .phrases import OBSERVATIONS, SECTION_OF, TOP5
 
-__all__ = ["OBSERVATIONS", "TOP5", "label_mentions", "label_report", "label_sentence"]
+__all__ = ["OBSERVATIONS", "SECTION_OF", "TOP5", "label_mentions", "label_report", "label_sentence"]
 
 PRE_WINDOW, POST_WINDOW, MODIFIER_WINDOW = 10, 5, 6
 _RANK = {"negative": 0, "uncertain": 1, "positive": 2}
@@ -31,7 +31,8 @@ def _compile(patterns: list) -> re.Pattern:
 @lru_cache(maxsize=None)
 def _patterns() -> dict:
     compiled = {
-        "pseudo": _compile(phrases.PSEUDO), "neg_pre": _compile(phrases.NEG_PRE), "neg_post": _compile(phrases.NEG_POST),
+        "pseudo": _compile(phrases.PSEUDO),
+        "neg_pre": _compile(phrases.NEG_PRE), "neg_post": _compile(phrases.NEG_POST),
         "unc_pre": _compile(phrases.UNC_PRE), "unc_post": _compile(phrases.UNC_POST),
         "term": _compile(phrases.TERMINATORS), "no_finding": _compile(phrases.NO_FINDING),
         "mention": {obs: _compile(p) for obs, p in phrases.MENTIONS.items()},

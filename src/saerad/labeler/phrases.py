@@ -156,3 +156,11 @@ SEVERITY = [
     (r"large|massive|extensive|marked(ly)?|substantial|huge", "large"),
     (r"severe(ly)?", "severe"),
 ]
+
+# Anatomical section of each observation, as the report composer groups sentences.
+SECTION_OF = {
+    "No Finding": "other", "Enlarged Cardiomediastinum": "heart/mediastinum", "Cardiomegaly": "heart/mediastinum",
+    "Lung Lesion": "lungs", "Lung Opacity": "lungs", "Edema": "lungs", "Consolidation": "lungs", "Pneumonia": "lungs",
+    "Atelectasis": "lungs", "Pneumothorax": "pleura", "Pleural Effusion": "pleura", "Pleural Other": "pleura",
+    "Fracture": "bones", "Support Devices": "devices",
+}

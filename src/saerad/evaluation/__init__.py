@@ -1,0 +1,21 @@
+"""Metrics (plain functions and `evaluate` modules), baselines, confidence intervals and the benchmark runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .metrics import bleu, chexpert_f1, cider, meteor, rouge
+
+MODULES = Path(__file__).parent / "modules"
+METRIC_NAMES = ("bleu", "rouge", "meteor", "cider", "chexpert_f1")
+
+__all__ = ["METRIC_NAMES", "bleu", "chexpert_f1", "cider", "load_metric", "meteor", "rouge"]
+
+
+def load_metric(name: str):
+    """The `evaluate` module of a saerad metric, loaded from the package (works offline)."""
+    import evaluate
+
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r}; saerad ships {list(METRIC_NAMES)}")
+    return evaluate.load(str(MODULES / name))

@@ -1,0 +1,179 @@
+"""`saerad evaluate`: SAE-Rad and baselines on one split, every metric with a bootstrap 95% CI -> results.json/.md."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .metrics import METRICS
+from .stats import bootstrap_ci, paired_randomization
+
+logger = logging.getLogger(__name__)
+BASELINES = ("normal", "retrieval", "oracle")
+TABLE_KEYS = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_1", "bleu_4", "rouge_l", "meteor",
+              "cider")
+
+
+def _embed_and_generate(model, processor, images: Sequence, batch_size: int, desc: str, generate: bool):
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..data.images import to_grayscale
+
+    embeds, findings = [], []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
+        batch = [to_grayscale(im) for im in images[start : start + batch_size]]
+        pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(model.device)
+        with torch.no_grad():
+            if generate:
+                out = model.generate(pixels, return_dict_in_generate=True)
+                findings.extend(out.findings)
+                embeds.append(out.image_embeds.cpu())
+            else:
+                embeds.append(model(pixels).image_embeds.cpu())
+    return torch.cat(embeds), findings
+
+
+def score_systems(systems: dict, references: Sequence[str], n_resamples: int = 1000, seed: int = 0,
+                  uncertain_as_positive: bool = True) -> tuple[dict, dict, dict]:
+    """Every metric of every system with its CI; paired tests of the first system against the others."""
+    from .wordnet import MISSING, wordnet_available
+
+    skipped = {} if wordnet_available() else {"meteor": MISSING}
+    scores, all_stats = {}, {}
+    for name, predictions in systems.items():
+        scores[name], all_stats[name] = {}, {}
+        for metric_name, metric in METRICS.items():
+            if metric_name in skipped:
+                continue
+            if metric_name == "chexpert_f1":
+                stats = metric.stats(predictions, references, uncertain_as_positive=uncertain_as_positive)
+            else:
+                stats = metric.stats(predictions, references)
+            all_stats[name][metric_name] = stats
+            values, cis = metric.aggregate(stats), bootstrap_ci(metric, stats, n_resamples, seed)
+            scores[name].update({k: {"value": values[k], "ci": cis[k]} for k in values})
+    comparisons = {}
+    names = list(systems)
+    for other in names[1:]:
+        test = paired_randomization(METRICS["chexpert_f1"], all_stats[names[0]]["chexpert_f1"],
+                                    all_stats[other]["chexpert_f1"], "micro_f1_14", n_resamples, seed)
+        comparisons[f"{names[0]} vs {other}"] = {"micro_f1_14": test}
+    return scores, comparisons, skipped
+
+
+def _fingerprint(ids: Sequence[str], references: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for rid, ref in zip(ids, references):
+        digest.update(f"{rid}\t{ref}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def markdown_table(results: dict) -> str:
+    """One table: systems as rows, the headline metrics as columns (value and 95% CI)."""
+    keys = [k for k in TABLE_KEYS if any(k in s for s in results["systems"].values())]
+    lines = ["| system | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, metrics in results["systems"].items():
+        cells = [f"{metrics[k]['value']:.3f} [{metrics[k]['ci'][0]:.3f}, {metrics[k]['ci'][1]:.3f}]" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_predictions(path: str) -> dict:
+    """`{"id": ..., "report" or "findings": ...}` per line -> {id: text}."""
+    out = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                out[str(record["id"])] = record.get("findings") or record.get("report") or ""
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{n}: expected a JSON object with 'id' and 'report' or 'findings'") from None
+    return out
+
+
+def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = None, predictions: Optional[str] = None,
+                   baselines: Sequence[str] = ("normal", "retrieval", "oracle"), out: Optional[str] = None,
+                   limit: Optional[int] = None, n_resamples: int = 1000, seed: int = 0, batch_size: int = 16,
+                   uncertain_as_positive: bool = True, device: str = "cpu") -> dict:
+    """Score SAE-Rad (or a predictions file) and baselines against the split's FINDINGS."""
+    from ..data.adapters import load_spec
+
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+    if model is None and predictions is None:
+        raise ValueError("give --model or --predictions (or both)")
+    if "retrieval" in baselines and model is None:
+        raise ValueError("the retrieval baseline needs --model (it searches the model's embedding space)")
+    data = load_spec(dataset)
+    if split not in data:
+        raise ValueError(f"{dataset}: no split {split!r}; it has {sorted(data)}")
+    rows = data[split].filter(lambda r: bool(r["findings"] and r["findings"].strip()))
+    if limit:
+        rows = rows.select(range(min(limit, len(rows))))
+    ids, references = [str(i) for i in rows["id"]], list(rows["findings"])
+    systems: dict = {}
+    model_obj = None
+    if model is not None:
+        from ..generate import load_model
+
+        model_obj, processor = load_model(model, device=device)
+        test_embeds, generated = _embed_and_generate(model_obj, processor, rows["image"], batch_size,
+                                                     f"sae-rad on {split}", generate=True)
+        systems["sae-rad"] = generated
+    if predictions is not None:
+        given = read_predictions(predictions)
+        missing = [i for i in ids if i not in given]
+        if missing:
+            raise ValueError(f"{predictions}: no prediction for {len(missing)} ids, e.g. {missing[:3]}")
+        systems[Path(predictions).stem] = [given[i] for i in ids]
+    if "normal" in baselines:
+        from .baselines import NORMAL_REPORT
+
+        systems["normal"] = [NORMAL_REPORT] * len(ids)
+    if "retrieval" in baselines:
+        from .baselines import retrieval_reports
+
+        if "train" not in data:
+            raise ValueError(f"{dataset}: the retrieval baseline needs a train split")
+        train = data["train"].filter(lambda r: bool(r["findings"] and r["findings"].strip()))
+        bank, _ = _embed_and_generate(model_obj, processor, train["image"], batch_size, "embedding train",
+                                      generate=False)
+        systems["retrieval"] = retrieval_reports(test_embeds, bank, train["findings"])
+    if "oracle" in baselines:
+        from .baselines import oracle_report
+
+        systems["oracle"] = [oracle_report(r) for r in references]
+    scores, comparisons, skipped = score_systems(systems, references, n_resamples, seed, uncertain_as_positive)
+    results = {
+        "dataset": dataset, "split": split, "n": len(ids), "model": model,
+        "reference_section": "findings",
+        "labeler": "saerad rule-based CheXpert-style labeler, uncertain as "
+                   + ("positive" if uncertain_as_positive else "negative"),
+        "dataset_fingerprint": _fingerprint(ids, references), "bootstrap": {"n_resamples": n_resamples, "seed": seed},
+        "systems": scores, "comparisons": comparisons, "skipped_metrics": skipped,
+    }
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(folder / "results.json", json.dumps(results, indent=2))
+        _write_atomic(folder / "results.md", markdown_table(results))
+        examples = [{"id": i, "reference": r, **{name: systems[name][k] for name in systems}}
+                    for k, (i, r) in enumerate(zip(ids, references))]
+        _write_atomic(folder / "predictions.jsonl", "".join(json.dumps(e) + "\n" for e in examples))
+    return results

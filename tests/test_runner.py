@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from saerad.cli import main
+from saerad.evaluation.runner import run_evaluation
+
+from fixtures import image_file
+
+REPORTS = ["Small left pleural effusion.", "Mild cardiomegaly. No effusion.", "The lungs are clear.",
+           "Right upper lobe consolidation.", "No pneumothorax. Sternotomy wires."]
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    root = tmp_path / "data"
+    lines = []
+    for k in range(16):
+        split = "test" if k % 4 == 0 else "train"
+        image_file(root / f"{k}.png", k)
+        lines.append(json.dumps({"file_name": f"{k}.png", "findings": REPORTS[k % 5], "split": split, "id": f"r{k}"}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return f"imagefolder:{root}"
+
+
+def test_runner_scores_model_and_all_baselines(tiny_dataset, model_dir, tmp_path):
+    out = tmp_path / "eval"
+    results = run_evaluation(tiny_dataset, model=str(model_dir), out=str(out), n_resamples=50)
+    assert results["n"] == 4 and results["split"] == "test"
+    assert list(results["systems"]) == ["sae-rad", "normal", "retrieval", "oracle"]
+    for system in results["systems"].values():
+        for key in ("micro_f1_14", "macro_f1_5", "bleu_4", "rouge_l", "cider"):
+            value, (lo, hi) = system[key]["value"], system[key]["ci"]
+            assert lo <= value + 1e-9 and value <= hi + 1e-9
+    # the retrieval baseline returns training findings; the oracle restates each reference's labels
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(p["retrieval"] in REPORTS for p in predictions)
+    assert results["systems"]["oracle"]["micro_f1_14"]["value"] == 1.0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["systems"]["normal"]["bleu_1"]["value"] == results["systems"]["normal"]["bleu_1"]["value"]
+    assert {"dataset", "split", "n", "systems", "dataset_fingerprint", "labeler"} <= set(saved)
+    table = (out / "results.md").read_text()
+    assert table.count("\n") == 6 and "| sae-rad |" in table and "micro_f1_14" in table
+
+
+def test_runner_scores_a_predictions_file_and_limit(tiny_dataset, tmp_path, capsys):
+    preds = tmp_path / "mine.jsonl"
+    preds.write_text("".join(json.dumps({"id": f"r{k}", "report": REPORTS[k % 5]}) + "\n" for k in range(0, 16, 4)))
+    code = main(["evaluate", "--dataset", tiny_dataset, "--predictions", str(preds), "--baselines", "normal",
+                 "--limit", "3", "--n-resamples", "20", "--out", str(tmp_path / "o")])
+    assert code == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert results["n"] == 3 and results["systems"]["mine"]["bleu_4"]["value"] == 1.0
+    assert "| mine |" in capsys.readouterr().out
+
+
+def test_runner_errors_are_clear(tiny_dataset, capsys):
+    assert main(["evaluate", "--dataset", tiny_dataset, "--baselines", "normal"]) == 2
+    assert "--model or --predictions" in capsys.readouterr().err
+    assert main(["evaluate", "--dataset", tiny_dataset, "--predictions", "x.jsonl", "--baselines", "fancy"]) == 2
+    assert "unknown baselines" in capsys.readouterr().err
