@@ -288,6 +288,23 @@ def compose_report(
             "sentences": findings_sentences + impression_sentences, "omitted": omitted}
 
 
+def pool_backbone_output(outputs, pooling: str, vision_config) -> torch.Tensor:
+    """One vector per image from a backbone's output: the CLS token, the mean of the patch tokens, or both."""
+    hidden = outputs.last_hidden_state
+    if hidden.dim() == 4:  # convolutional backbone: (batch, channels, height, width)
+        cls = outputs.pooler_output.flatten(1)
+        mean = hidden.mean(dim=(2, 3))
+    else:
+        registers = getattr(vision_config, "num_register_tokens", 0) or 0
+        cls = hidden[:, 0]
+        mean = hidden[:, 1 + registers :].mean(dim=1)
+    if pooling == "cls":
+        return cls
+    if pooling == "mean":
+        return mean
+    return torch.cat([cls, mean], dim=-1)
+
+
 def default_image_processor(vision_config):
     """An image processor for a backbone config: resize and centre-crop to its image size, grayscale to RGB."""
     from transformers.utils import is_torchvision_available
@@ -341,19 +358,7 @@ class SAERadModel(SAERadPreTrainedModel):
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """Pooled backbone embedding `(batch_size, d_in)`, before the SAE's normalisation."""
         outputs = self.vision_model(pixel_values=pixel_values)
-        hidden = outputs.last_hidden_state
-        if hidden.dim() == 4:  # convolutional backbone: (batch, channels, height, width)
-            cls = outputs.pooler_output.flatten(1)
-            mean = hidden.mean(dim=(2, 3))
-        else:
-            registers = getattr(self.config.vision_config, "num_register_tokens", 0) or 0
-            cls = hidden[:, 0]
-            mean = hidden[:, 1 + registers :].mean(dim=1)
-        if self.config.pooling == "cls":
-            return cls
-        if self.config.pooling == "mean":
-            return mean
-        return torch.cat([cls, mean], dim=-1)
+        return pool_backbone_output(outputs, self.config.pooling, self.config.vision_config)
 
     def forward(self, pixel_values: torch.FloatTensor, **kwargs) -> SAERadOutput:
         pooled = self.get_image_features(pixel_values).to(self.sae.W_enc.dtype)
@@ -458,5 +463,6 @@ __all__ = [
     "SAERadPreTrainedModel",
     "SparseAutoencoder",
     "compose_report",
+    "pool_backbone_output",
     "validate_feature_dictionary",
 ]

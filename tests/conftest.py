@@ -61,3 +61,18 @@ def model_dir(tmp_path, model):
     path = tmp_path / "model"
     model.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def backbone_dir(tmp_path):
+    """A tiny random Dinov2 backbone with its image processor, saved like a hub folder."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from modeling_saerad import default_image_processor
+
+    config = Dinov2Config(**{k: v for k, v in TINY_VISION.items() if k != "model_type"})
+    torch.manual_seed(0)
+    path = tmp_path / "backbone"
+    Dinov2Model(config).save_pretrained(path)
+    default_image_processor(config).save_pretrained(path)
+    return path

@@ -95,3 +95,15 @@ def make_imagefolder(root: Path) -> Path:
         image_file(root / record["file_name"], k)
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     return root
+
+
+def make_paired_folder(root: Path, n: int = 10, test_every: int = 0) -> str:
+    """An imagefolder spec of `n` random images with made-up findings (every `test_every`-th in the test split)."""
+    lines = []
+    for k in range(n):
+        image_file(root / f"{k}.png", k)
+        split = "test" if test_every and k % test_every == 0 else "train"
+        lines.append(json.dumps({"file_name": f"{k}.png", "findings": f"Made-up finding {k}.", "id": f"r{k}",
+                                 "split": split}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return f"imagefolder:{root}"

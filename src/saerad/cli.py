@@ -92,6 +92,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed one split of a dataset with a frozen backbone."""
+    from .embed import embed
+
+    folder = embed(args.backbone, args.dataset, args.split, args.out, pooling=args.pooling, dtype=args.dtype,
+                   batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
+                   limit=args.limit)
+    print(f"embeddings in {folder}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train an SAE on cached embeddings."""
+    from .sae import TrainConfig, TrainingDiverged, train
+
+    config = TrainConfig(
+        architecture=args.architecture, expansion_factor=args.expansion_factor, d_sae=args.d_sae, k=args.k,
+        target_l0=args.target_l0, sparsity_coef=args.sparsity_coef, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        max_steps=args.max_steps,
+    )
+    try:
+        metrics = train(args.embeddings, args.out, config, resume=args.resume, log_with=args.log_with)
+    except TrainingDiverged as err:
+        raise UserError(str(err)) from None
+    if metrics:
+        print(" ".join(f"{k}={metrics[k]:.4g}" for k in ("mse", "fvu", "l0", "dead_fraction")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `saerad` argument parser."""
     parser = argparse.ArgumentParser(prog="saerad", description=__doc__)
@@ -105,6 +135,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print reports with sentences, feature ids and activations")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("embed", help="embed a dataset split with a frozen backbone (resumable shards)")
+    p.add_argument("--backbone", required=True, help="transformers vision model folder or hub id")
+    p.add_argument("--dataset", required=True, help="dataset spec")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True)
+    p.add_argument("--pooling", choices=["cls", "mean", "cls_mean"], default="cls")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=2048)
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
+    p.add_argument("--limit", type=int)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("train", help="train a sparse autoencoder on cached embeddings (Accelerate)")
+    p.add_argument("--embeddings", required=True, help="embedding cache folder, .npy or .safetensors")
+    p.add_argument("--architecture", choices=["gated", "topk", "jumprelu", "relu"], default="gated")
+    p.add_argument("--expansion-factor", type=int, default=64)
+    p.add_argument("--d-sae", type=int)
+    p.add_argument("--k", type=int, help="active features for topk")
+    p.add_argument("--target-l0", type=float, help="steer the sparsity coefficient to this mean L0")
+    p.add_argument("--sparsity-coef", type=float)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: end only)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--max-steps", type=int, help="stop early (resume later with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--log-with", help="Accelerate tracker (tensorboard, wandb, ...)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score SAE-Rad and baselines with CheXpert F1, BLEU, ROUGE-L, METEOR, CIDEr")
     p.add_argument("--model", help="model folder or hub repo id")

@@ -1,0 +1,195 @@
+"""Frozen backbone -> embedding cache: safetensors shards of pooled embeddings plus `manifest.json`.
+
+Shard boundaries depend only on the shard size, so a run split over N processes (`accelerate launch`), or
+interrupted and resumed, writes the same files as one uninterrupted process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+
+logger = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def backbone_fingerprint(backbone: str, model) -> dict:
+    """Hub revision when loaded from the hub, else a hash of the local weight files."""
+    revision = getattr(model.config, "_commit_hash", None)
+    digest = None
+    if os.path.isdir(backbone):
+        digest = hashlib.sha256()
+        for path in sorted(Path(backbone).glob("*.safetensors")):
+            digest.update(_sha256(path).encode())
+        digest = digest.hexdigest()
+    return {"backbone": backbone, "backbone_revision": revision, "backbone_sha256": digest}
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Rows of a `datasets.Dataset` slice, decoded in DataLoader workers."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        from .data.images import to_grayscale
+
+        image = self.rows[i]["image"]
+        if image is None:
+            raise ValueError(f"row {self.rows[i]['id']} has no image")
+        return to_grayscale(image)
+
+
+def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls", dtype: str = "float32",
+          batch_size: int = 32, shard_size: int = 2048, num_workers: int = 2, limit: Optional[int] = None,
+          max_shards: Optional[int] = None) -> Path:
+    """Embed one split of a dataset with a frozen backbone into `out` (resumable; data-parallel under Accelerate)."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+    from transformers import AutoImageProcessor, AutoModel
+
+    from modeling_saerad import pool_backbone_output
+
+    from .data.adapters import load_split
+
+    if pooling not in ("cls", "mean", "cls_mean"):
+        raise ValueError(f"pooling must be cls, mean or cls_mean; got {pooling!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    rows = load_split(dataset, split)
+    if limit:
+        rows = rows.select(range(min(limit, len(rows))))
+    ids = [str(i) for i in rows["id"]]
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        model = AutoModel.from_pretrained(backbone, use_safetensors=True).eval().to(acc.device)
+        processor = AutoImageProcessor.from_pretrained(backbone)
+    except OSError as err:
+        raise ValueError(f"{backbone}: cannot load the backbone ({str(err).splitlines()[0]})") from None
+    settings = {
+        "format_version": FORMAT_VERSION, **backbone_fingerprint(backbone, model), "pooling": pooling,
+        "dtype": dtype, "dataset": dataset, "split": split, "n": len(ids), "shard_size": shard_size,
+        "processor": processor.to_dict(), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    manifest_path = folder / MANIFEST
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("settings_key") == key and manifest.get("complete"):
+            if acc.is_main_process:
+                logger.info("%s is complete and up to date; nothing to do", folder)
+            return folder
+        raise ValueError(f"{folder} holds an embedding cache made with other settings; choose another --out")
+    n_shards = max(1, math.ceil(len(ids) / shard_size))
+
+    def done(index: int) -> bool:
+        path = folder / _shard_name(index)
+        if not path.exists():
+            return False
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {}).get("saerad", "{}")).get("settings_key") == key
+
+    todo = [i for i in range(n_shards) if i % acc.num_processes == acc.process_index and not done(i)]
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    remaining = sum(min(shard_size, len(ids) - i * shard_size) for i in todo)
+    bar = tqdm(total=remaining, desc=f"embedding {split}", unit="image", disable=not acc.is_local_main_process)
+    for index in todo:
+        start, end = index * shard_size, min(len(ids), (index + 1) * shard_size)
+        loader = torch.utils.data.DataLoader(
+            _Rows(rows.select(range(start, end))), batch_size=batch_size, num_workers=num_workers,
+            collate_fn=lambda images: processor(images=images, return_tensors="pt")["pixel_values"])
+        chunks = []
+        with torch.no_grad():
+            for pixels in loader:
+                outputs = model(pixel_values=pixels.to(acc.device))
+                chunks.append(pool_backbone_output(outputs, pooling, model.config).float().cpu())
+                bar.update(len(pixels))
+        path = folder / _shard_name(index)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"embeddings": torch.cat(chunks).to(DTYPES[dtype]).contiguous()}, str(tmp),
+                  metadata={"saerad": json.dumps({"settings_key": key, "rows": [start, end]})})  # one key: stable bytes
+        os.replace(tmp, path)
+    bar.close()
+    acc.wait_for_everyone()
+    if acc.is_main_process and all(done(i) for i in range(n_shards)):
+        shards = [{"file": _shard_name(i), "rows": [i * shard_size, min(len(ids), (i + 1) * shard_size)],
+                   "sha256": _sha256(folder / _shard_name(i))} for i in range(n_shards)]
+        with safe_open(str(folder / _shard_name(0)), "pt") as f:
+            d = f.get_slice("embeddings").get_shape()[1]
+        manifest = {**settings, "settings_key": key, "d": d, "ids": ids, "shards": shards, "complete": True,
+                    "saerad_version": __version__}
+        tmp = manifest_path.with_name(MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, manifest_path)
+    acc.wait_for_everyone()
+    return folder
+
+
+def read_manifest(path: Union[str, Path]) -> Optional[dict]:
+    """The manifest of an embedding cache folder, or None for a plain array file."""
+    manifest = Path(path) / MANIFEST
+    return json.loads(manifest.read_text()) if manifest.exists() else None
+
+
+def load_embeddings(path: Union[str, Path], verify: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """`(n, d)` embeddings and their ids from a cache folder, a `.npy` file or a one-tensor `.safetensors` file."""
+    path = Path(path)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        if manifest is None or not manifest.get("complete"):
+            raise ValueError(f"{path}: not a complete embedding cache (no complete {MANIFEST}); run `saerad embed`")
+        parts = []
+        for shard in manifest["shards"]:
+            file = path / shard["file"]
+            if verify and _sha256(file) != shard["sha256"]:
+                raise ValueError(f"{file}: checksum does not match the manifest")
+            parts.append(load_file(str(file))["embeddings"])
+        return torch.cat(parts), list(manifest["ids"])
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.suffix == ".npy":
+        import numpy as np
+
+        array = np.load(path, allow_pickle=False)
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    elif path.suffix == ".safetensors":
+        tensors = load_file(str(path))
+        if len(tensors) != 1:
+            raise ValueError(f"{path}: expected one tensor, found {sorted(tensors)}")
+        tensor = next(iter(tensors.values()))
+    else:
+        raise ValueError(f"{path}: expected an embedding cache folder, a .npy or a .safetensors file")
+    if tensor.dim() != 2:
+        raise ValueError(f"{path}: expected a 2-D (n, d) array; got shape {tuple(tensor.shape)}")
+    return tensor, [str(i) for i in range(len(tensor))]

@@ -1,0 +1,244 @@
+"""SAE architectures, training side: one small class each behind `encode`, `decode`, `loss`, chosen by name.
+
+All take inputs already scaled so that E||x|| = sqrt(d_in) and share the tensors `W_enc (d_in, d_sae)`,
+`W_dec (d_sae, d_in)`, `b_dec (d_in,)`. Their inference forms live in `modeling_saerad.SparseAutoencoder`;
+`export` returns exactly the tensors that form expects, with the input scale folded in.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class LossOutput(NamedTuple):
+    """Losses of one batch (each a scalar tensor) and the activations that produced them."""
+
+    total: torch.Tensor
+    mse: torch.Tensor  # mean over the batch of ||x - x_hat||^2
+    sparsity: torch.Tensor  # the architecture's sparsity term, before its coefficient
+    aux: torch.Tensor  # the auxiliary term (gated: frozen-decoder reconstruction; topk: AuxK), 0 if none
+    f: torch.Tensor  # (batch, d_sae) activations
+    x_hat: torch.Tensor  # (batch, d_in) reconstruction
+
+
+class SAE(nn.Module):
+    """Shared tensors and the affine decoder."""
+
+    architecture = "base"
+    unit_norm_decoder = False
+
+    def __init__(self, d_in: int, d_sae: int, k: int = 0):
+        super().__init__()
+        self.d_in, self.d_sae, self.k = d_in, d_sae, k
+        self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+
+    @torch.no_grad()
+    def initialize(self, b_dec: torch.Tensor, generator: torch.Generator, decoder_norm: float = 0.1) -> None:
+        """Decoder rows in random directions of norm `decoder_norm`, encoder = decoder transpose, b_dec given."""
+        w = torch.randn(self.d_sae, self.d_in, generator=generator)
+        self.W_dec.copy_(w / w.norm(dim=1, keepdim=True) * decoder_norm)
+        self.W_enc.copy_(self.W_dec.t())
+        self.b_dec.copy_(b_dec)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
+        """The training loss (so that data-parallel wrappers see a forward pass)."""
+        return self.loss(x, coef, dead)
+
+    def pre(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return (x - self.b_dec) @ self.W_enc + bias
+
+    def mse(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        return (x - x_hat).pow(2).sum(-1).mean()
+
+    def export(self, scale: float) -> dict[str, torch.Tensor]:
+        """Inference tensors acting on unscaled inputs: pre-activations and activations are unchanged."""
+        out = {name: p.detach().clone().float() for name, p in self.named_parameters()}
+        out["W_enc"] = out["W_enc"] * scale
+        out["W_dec"] = out["W_dec"] / scale
+        out["b_dec"] = out["b_dec"] / scale
+        return out
+
+
+class ReLUSAE(SAE):
+    """Anthropic's April 2024 recipe: ReLU encoder, L1 of activations times decoder row norms, no norm constraint."""
+
+    architecture = "relu"
+
+    def __init__(self, d_in: int, d_sae: int, k: int = 0):
+        super().__init__(d_in, d_sae, k)
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.pre(x, self.b_enc))
+
+    def loss(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
+        f = self.encode(x)
+        x_hat = self.decode(f)
+        mse = self.mse(x, x_hat)
+        sparsity = (f * self.W_dec.norm(dim=1)).sum(-1).mean()
+        zero = torch.zeros((), device=x.device)
+        return LossOutput(mse + coef * sparsity, mse, sparsity, zero, f, x_hat)
+
+
+class TopKSAE(SAE):
+    """TopK (Gao et al. 2024): keep the k largest pre-activations (ReLU), unit-norm decoder rows, and the AuxK loss
+    that lets dead latents reconstruct the residual."""
+
+    architecture = "topk"
+    unit_norm_decoder = True
+    aux_coef = 1 / 32
+
+    def __init__(self, d_in: int, d_sae: int, k: int = 32):
+        super().__init__(d_in, d_sae, k)
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.k_aux = max(1, d_in // 2)
+
+    def initialize(self, b_dec, generator, decoder_norm: float = 1.0) -> None:
+        super().initialize(b_dec, generator, decoder_norm=1.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre(x, self.b_enc)
+        values, indices = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+
+    def loss(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
+        pre = self.pre(x, self.b_enc)
+        values, indices = pre.topk(self.k, dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+        x_hat = self.decode(f)
+        mse = self.mse(x, x_hat)
+        aux = torch.zeros((), device=x.device)
+        if dead is not None and dead.any():
+            k_aux = min(self.k_aux, int(dead.sum()))
+            dead_pre = pre.masked_fill(~dead, float("-inf"))
+            v, i = dead_pre.topk(k_aux, dim=-1)
+            f_aux = torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+            residual = (x - x_hat).detach()
+            aux = (residual - f_aux @ self.W_dec).pow(2).sum(-1).mean()
+            aux = aux / residual.pow(2).sum(-1).mean().clamp_min(1e-8) * mse.detach()  # scale-free, as in the paper
+        return LossOutput(mse + self.aux_coef * aux, mse, torch.zeros((), device=x.device), aux, f, x_hat)
+
+
+class _Step(torch.autograd.Function):
+    """Heaviside step with a rectangle-kernel straight-through gradient for the threshold (JumpReLU)."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        near = ((pre - threshold).abs() < ctx.bandwidth / 2).to(pre.dtype)
+        return None, (-grad * near / ctx.bandwidth).sum(0), None
+
+
+class _JumpReLU(torch.autograd.Function):
+    """pre * H(pre - threshold); gradient to pre where active, straight-through to the threshold."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        active = (pre > threshold).to(pre.dtype)
+        near = ((pre - threshold).abs() < ctx.bandwidth / 2).to(pre.dtype)
+        return grad * active, (-grad * threshold * near / ctx.bandwidth).sum(0), None
+
+
+class JumpReLUSAE(SAE):
+    """JumpReLU (Rajamanoharan et al. 2024b): learned per-feature thresholds trained through straight-through
+    estimators, and an L0 penalty."""
+
+    architecture = "jumprelu"
+    bandwidth = 0.2  # wide enough, for inputs scaled to E||x|| = sqrt(d_in), that thresholds learn in ~1k steps
+
+    def __init__(self, d_in: int, d_sae: int, k: int = 0):
+        super().__init__(d_in, d_sae, k)
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.log_threshold = nn.Parameter(torch.full((d_sae,), -3.0))  # threshold e^-3 ~ 0.05
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = torch.relu(self.pre(x, self.b_enc))
+        return _JumpReLU.apply(pre, self.log_threshold.exp(), self.bandwidth)
+
+    def loss(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
+        pre = torch.relu(self.pre(x, self.b_enc))
+        threshold = self.log_threshold.exp()
+        f = _JumpReLU.apply(pre, threshold, self.bandwidth)
+        x_hat = self.decode(f)
+        mse = self.mse(x, x_hat)
+        l0 = _Step.apply(pre, threshold, self.bandwidth).sum(-1).mean()
+        zero = torch.zeros((), device=x.device)
+        return LossOutput(mse + coef * l0, mse, l0, zero, f, x_hat)
+
+    def export(self, scale: float) -> dict[str, torch.Tensor]:
+        out = super().export(scale)
+        out["threshold"] = out.pop("log_threshold").exp()
+        return out
+
+
+class GatedSAE(SAE):
+    """The paper's hybrid: a Gated SAE (Rajamanoharan et al. 2024) trained with Anthropic's April 2024 recipe.
+
+    Gate and magnitude paths share `W_enc`; the magnitude path rescales it per feature by exp(r_mag).
+        pi_gate = (x - b_dec) W_enc + b_gate           f_gate = H(pi_gate)
+        pi_mag  = (x - b_dec) (W_enc * exp(r_mag)) + b_mag
+        f = f_gate * ReLU(pi_mag)                       x_hat = f W_dec + b_dec
+    Loss (our reading of SAE-Rad's Eq. 9, which is not public):
+        ||x - x_hat||^2                                          reconstruction
+      + lambda * sum_i ReLU(pi_gate)_i * ||W_dec,i||              sparsity on the gate, weighted by decoder norms
+      + ||x - (ReLU(pi_gate) sg(W_dec) + sg(b_dec))||^2           auxiliary: the gate path reconstructs through a
+                                                                  frozen (stop-gradient) decoder
+    with no unit-norm constraint on the decoder.
+    """
+
+    architecture = "gated"
+
+    def __init__(self, d_in: int, d_sae: int, k: int = 0):
+        super().__init__(d_in, d_sae, k)
+        self.b_gate = nn.Parameter(torch.zeros(d_sae))
+        self.r_mag = nn.Parameter(torch.zeros(d_sae))
+        self.b_mag = nn.Parameter(torch.zeros(d_sae))
+
+    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        centred = x - self.b_dec
+        return centred @ self.W_enc + self.b_gate, centred @ (self.W_enc * self.r_mag.exp()) + self.b_mag
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pi_gate, pi_mag = self._paths(x)
+        return (pi_gate > 0) * torch.relu(pi_mag)
+
+    def loss(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
+        pi_gate, pi_mag = self._paths(x)
+        f = (pi_gate > 0) * torch.relu(pi_mag)
+        x_hat = self.decode(f)
+        mse = self.mse(x, x_hat)
+        gate = torch.relu(pi_gate)
+        sparsity = (gate * self.W_dec.norm(dim=1)).sum(-1).mean()
+        aux = (x - (gate @ self.W_dec.detach() + self.b_dec.detach())).pow(2).sum(-1).mean()
+        return LossOutput(mse + coef * sparsity + aux, mse, sparsity, aux, f, x_hat)
+
+
+ARCHITECTURES = {cls.architecture: cls for cls in (GatedSAE, TopKSAE, JumpReLUSAE, ReLUSAE)}
+
+
+def make_sae(architecture: str, d_in: int, d_sae: int, k: int = 32) -> SAE:
+    """The training-side SAE of an architecture name."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}")
+    return ARCHITECTURES[architecture](d_in, d_sae, k)

@@ -1,0 +1,364 @@
+"""SAE training on cached embeddings with Accelerate: resumable, data-parallel, exported for `saerad build`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from .architectures import SAE, make_sae
+
+logger = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+# Initial sparsity coefficients for inputs scaled to E||x|| = sqrt(d_in) (the target-L0 controller moves them).
+DEFAULT_COEF = {"gated": 8.0, "relu": 8.0, "jumprelu": 1.0, "topk": 0.0}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train one SAE."""
+
+    architecture: Literal["gated", "topk", "jumprelu", "relu"] = "gated"
+    """SAE architecture; `gated` is the paper's hybrid."""
+    expansion_factor: int = 64
+    """d_sae = d_in * expansion_factor (unless d_sae is given)."""
+    d_sae: Optional[int] = None
+    """Number of features."""
+    k: Optional[int] = None
+    """Active features per input for topk (default: target_l0, else 32)."""
+    target_l0: Optional[float] = None
+    """Steer the sparsity coefficient until the mean L0 settles here (the paper: ~15)."""
+    sparsity_coef: Optional[float] = None
+    """Initial sparsity coefficient (per-architecture default)."""
+    epochs: int = 20
+    """Passes over the embeddings."""
+    batch_size: int = 256
+    """Global batch size (split across processes)."""
+    lr: float = 1e-3
+    """Peak Adam learning rate."""
+    seed: int = 0
+    """Seeds initialisation and data order."""
+    max_steps: Optional[int] = None
+    """Stop after this many steps (the schedule still spans all epochs)."""
+    warmup_frac: float = 0.05
+    """Fraction of steps of linear learning-rate and sparsity-coefficient warm-up."""
+    decay_frac: float = 0.2
+    """Final fraction of steps over which the learning rate decays linearly to zero."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    checkpoint_every: int = 0
+    """Write a checkpoint every N steps (0: only at the end)."""
+    log_every: int = 50
+    """Log metrics every N steps."""
+    dead_window: Optional[int] = None
+    """A feature is dead when it did not fire on the last this-many samples (default: one epoch, at most 10^6)."""
+    l0_gain: float = 0.003
+    """Step size of the multiplicative sparsity-coefficient controller used with target_l0."""
+
+    def __post_init__(self):
+        if self.architecture not in DEFAULT_COEF:
+            raise ValueError(f"architecture must be one of {sorted(DEFAULT_COEF)}; got {self.architecture!r}")
+        for name in ("expansion_factor", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive; got {self.lr}")
+        if self.k is not None and self.k < 1:
+            raise ValueError(f"k must be >= 1; got {self.k}")
+        if self.target_l0 is not None and not self.target_l0 > 0:
+            raise ValueError(f"target_l0 must be positive; got {self.target_l0}")
+
+
+def geometric_median(x: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+    """Weiszfeld's algorithm, started at the mean."""
+    median = x.mean(0)
+    for _ in range(iterations):
+        weights = 1.0 / (x - median).norm(dim=1).clamp_min(1e-6)
+        median = (weights[:, None] * x).sum(0) / weights.sum()
+    return median
+
+
+class Trainer:
+    """Trains one SAE on an `(n, d_in)` embedding matrix; `accelerator` handles devices and processes."""
+
+    def __init__(self, config: TrainConfig, embeddings: torch.Tensor, out: str, accelerator=None, meta: dict = None):
+        from accelerate import Accelerator
+
+        self.cfg, self.out, self.meta = config, Path(out), meta or {}
+        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        x = embeddings.float()
+        if not torch.isfinite(x).all():
+            raise ValueError("the embeddings contain NaN or infinite values")
+        n, d_in = x.shape
+        # Inputs scaled so that E||x|| = sqrt(d_in); the scale is folded into the exported weights.
+        self.scale = float(math.sqrt(d_in) / x.norm(dim=1).mean().clamp_min(1e-12))
+        self.x = x * self.scale
+        self.n = n
+        world = self.acc.num_processes
+        self.batch = min(config.batch_size, n - n % world if n >= world else n)
+        if self.batch % world:
+            raise ValueError(f"batch_size {self.batch} must be divisible by the number of processes ({world})")
+        self.local = self.batch // world
+        self.steps_per_epoch = max(1, n // self.batch)
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.dead_window = config.dead_window or min(n, 1_000_000)
+        self.controller_start = int(0.25 * self.total_steps)
+        k = config.k or (int(round(config.target_l0)) if config.target_l0 else 32)
+        d_sae = config.d_sae or d_in * config.expansion_factor
+        if config.architecture == "topk" and not 1 <= k <= d_sae:
+            raise ValueError(f"k must be in [1, d_sae={d_sae}]; got {k}")
+        generator = torch.Generator().manual_seed(config.seed)
+        sample = self.x[torch.randperm(n, generator=generator)[:10_000]]
+        self.sae: SAE = make_sae(config.architecture, d_in, d_sae, k)
+        self.sae.initialize(geometric_median(sample), generator)
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.lr)
+        self.model, self.optimizer = self.acc.prepare(self.sae, self.optimizer)
+        self.step = 0
+        self.coef = config.sparsity_coef if config.sparsity_coef is not None else DEFAULT_COEF[config.architecture]
+        self.l0_ema: Optional[float] = None
+        self.since_fired = torch.zeros(d_sae)
+
+    # schedule -------------------------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        warm = max(1, int(self.cfg.warmup_frac * self.total_steps))
+        decay_start = int((1 - self.cfg.decay_frac) * self.total_steps)
+        factor = min(1.0, (step + 1) / warm)
+        if step >= decay_start:
+            factor *= max(0.0, (self.total_steps - step) / max(1, self.total_steps - decay_start))
+        return self.cfg.lr * factor
+
+    def coef_at(self, step: int) -> float:
+        warm = max(1, int(self.cfg.warmup_frac * self.total_steps))
+        return self.coef * min(1.0, (step + 1) / warm)
+
+    def batch_rows(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
+        start = position * self.batch + self.acc.process_index * self.local
+        return order[start : start + self.local]
+
+    # the loop ---------------------------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        """Train (resuming when a checkpoint exists and `resume` was asked for), export, return the metrics."""
+        from tqdm.auto import tqdm
+
+        last = min(self.total_steps, self.cfg.max_steps or self.total_steps)
+        bar = tqdm(total=last, initial=self.step, desc=f"training {self.cfg.architecture} SAE", unit="step",
+                   disable=not self.acc.is_local_main_process)
+        for step in range(self.step, last):
+            out = self._train_step(step)
+            self._log_if_needed(step, out)
+            self._checkpoint_if_needed(step)
+            bar.update(1)
+        bar.close()
+        self._save_checkpoint()
+        return self.export() if last == self.total_steps else {}
+
+    def _train_step(self, step: int) -> dict:
+        x = self.x[self.batch_rows(step)].to(self.acc.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        dead = (self.since_fired >= self.dead_window).to(self.acc.device)
+        out = self.model(x, self.coef_at(step), dead)
+        if not torch.isfinite(out.total):
+            raise TrainingDiverged(
+                f"training diverged at step {step}: the loss is {out.total.item()}; the last good checkpoint in "
+                f"{self.out / 'checkpoint'} is intact; lower --lr or the sparsity coefficient")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.acc.backward(out.total)
+        if self.sae.unit_norm_decoder:  # keep only the gradient tangent to the unit sphere of each decoder row
+            w, g = self.sae.W_dec, self.sae.W_dec.grad
+            g -= (g * w).sum(1, keepdim=True) * w
+        self.acc.clip_grad_norm_(self.sae.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        if self.sae.unit_norm_decoder:
+            with torch.no_grad():
+                self.sae.W_dec /= self.sae.W_dec.norm(dim=1, keepdim=True)
+        fired = self.acc.reduce((out.f.detach() > 0).any(0).float(), "sum").cpu() > 0
+        self.since_fired += self.batch
+        self.since_fired[fired] = 0
+        l0 = float(self.acc.reduce((out.f.detach() > 0).float().sum(-1).mean(), "mean"))
+        self.l0_ema = l0 if self.l0_ema is None else 0.9 * self.l0_ema + 0.1 * l0
+        if self.cfg.target_l0 and self.cfg.architecture != "topk" and step >= self.controller_start:
+            # L0 answers the coefficient with a lag, and a gate closed everywhere never reopens: so the controller
+            # waits for the features to form, lowers the coefficient faster than it raises it, and stays in bounds.
+            error = max(-1.0, min(1.0, math.log(max(self.l0_ema, 1e-3) / self.cfg.target_l0)))
+            gain = self.cfg.l0_gain * (1.0 if error > 0 else 4.0)
+            initial = self.cfg.sparsity_coef or DEFAULT_COEF[self.cfg.architecture]
+            self.coef = min(initial * 5, max(initial / 20, self.coef * math.exp(gain * error)))
+        self.step = step + 1
+        return {"loss": float(out.total.detach()), "mse": float(out.mse.detach()), "l0": l0, "coef": self.coef_at(step),
+                "lr": self.lr_at(step)}
+
+    def _log_if_needed(self, step: int, out: dict) -> None:
+        if self.cfg.log_every and (step + 1) % self.cfg.log_every == 0:
+            out["dead_fraction"] = float((self.since_fired >= self.dead_window).float().mean())
+            out["fvu_batch"] = out["mse"] / float(self.x.var(0).sum())
+            self.acc.log(out, step=step + 1)
+            logger.info("step %d %s", step + 1, " ".join(f"{k}={v:.4g}" for k, v in out.items()))
+
+    def _checkpoint_if_needed(self, step: int) -> None:
+        if self.cfg.checkpoint_every and (step + 1) % self.cfg.checkpoint_every == 0:
+            self._save_checkpoint()
+
+    # checkpoints ------------------------------------------------------------------------------------------------------
+    def _state(self) -> tuple[dict, dict]:
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.sae.state_dict().items()}
+        names = {id(p): name for name, p in self.sae.named_parameters()}
+        adam_steps = {}
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                state = self.optimizer.state.get(p)
+                if state:
+                    name = names[id(p)]
+                    tensors[f"optim.{name}.exp_avg"] = state["exp_avg"].cpu().contiguous()
+                    tensors[f"optim.{name}.exp_avg_sq"] = state["exp_avg_sq"].cpu().contiguous()
+                    adam_steps[name] = float(state["step"])
+        tensors["since_fired"] = self.since_fired.clone()
+        meta = {"format_version": FORMAT_VERSION, "step": self.step, "coef": self.coef, "l0_ema": self.l0_ema,
+                "adam_steps": adam_steps, "config": asdict(self.cfg), "scale": self.scale}
+        return tensors, meta
+
+    def _save_checkpoint(self) -> None:
+        if not self.acc.is_main_process:
+            return
+        tensors, meta = self._state()
+        folder, tmp = self.out / "checkpoint", self.out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        old = self.out / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def resume(self) -> bool:
+        """Load the checkpoint in `out/checkpoint` if there is one; True when something was loaded."""
+        folder = self.out / "checkpoint"
+        if not (folder / "state.json").exists():
+            return False
+        meta = json.loads((folder / "state.json").read_text())
+        saved, current = dict(meta["config"]), asdict(self.cfg)
+        saved.pop("max_steps", None), current.pop("max_steps", None)
+        saved.pop("checkpoint_every", None), current.pop("checkpoint_every", None)
+        if saved != current:
+            diff = sorted(k for k in current if saved.get(k) != current[k])
+            raise ValueError(f"{folder}: checkpoint was made with other settings ({', '.join(diff)}); "
+                             "rerun with the same flags or a new --out")
+        tensors = load_file(str(folder / "state.safetensors"))
+        self.sae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for name, p in self.sae.named_parameters():
+            if f"optim.{name}.exp_avg" in tensors:
+                self.optimizer.state[p] = {
+                    "step": torch.tensor(meta["adam_steps"][name]),
+                    "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
+                    "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device),
+                }
+        self.since_fired = tensors["since_fired"]
+        self.step, self.coef, self.l0_ema = meta["step"], meta["coef"], meta["l0_ema"]
+        logger.info("resumed from %s at step %d", folder, self.step)
+        return True
+
+    # export -----------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def measure(self, batch: int = 4096) -> tuple[dict, dict]:
+        """Whole-training-set metrics with the final weights, and per-feature statistics."""
+        d_sae = self.sae.d_sae
+        sq_err, count, l0_sum = 0.0, torch.zeros(d_sae), 0.0
+        total, peak = torch.zeros(d_sae), torch.zeros(d_sae)
+        mean = self.x.mean(0)
+        for start in range(0, self.n, batch):
+            x = self.x[start : start + batch].to(self.acc.device)
+            f = self.sae.encode(x)
+            sq_err += float((x - self.sae.decode(f)).pow(2).sum())
+            active = (f > 0).float().cpu()
+            count += active.sum(0)
+            l0_sum += float(active.sum())
+            total += f.sum(0).cpu()
+            peak = torch.maximum(peak, f.max(0).values.cpu())
+        variance = float((self.x - mean).pow(2).sum())
+        frequency = count / self.n
+        log_freq = torch.log10(frequency[frequency > 0])
+        edges = list(range(-7, 1))
+        histogram = {"log10_frequency_edges": edges,
+                     "counts": torch.histc(log_freq, bins=len(edges) - 1, min=-7, max=0).long().tolist(),
+                     "never_fired": int((frequency == 0).sum())}
+        metrics = {"mse": sq_err / (self.n * self.sae.d_in), "fvu": sq_err / variance, "l0": l0_sum / self.n,
+                   "dead_fraction": float((self.since_fired >= self.dead_window).float().mean()),
+                   "dead_window": self.dead_window, "n": self.n, "steps": self.step, "sparsity_coef": self.coef,
+                   "input_scale": self.scale, "feature_density_histogram": histogram}
+        stats = {"frequency": frequency, "mean_activation": total / count.clamp_min(1), "max_activation": peak}
+        return metrics, stats
+
+    def export(self) -> dict:
+        """Write `sae_config.json`, `sae.safetensors`, `feature_stats.safetensors`, `training_metrics.json`."""
+        metrics, stats = self.measure()
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            config = {
+                "format_version": FORMAT_VERSION, "saerad_version": __version__,
+                "architecture": self.sae.architecture, "d_in": self.sae.d_in, "d_sae": self.sae.d_sae,
+                "k": self.sae.k, "input_scale": 1.0, "training_input_scale": self.scale,
+                "train_config": asdict(self.cfg), "num_processes": self.acc.num_processes, **self.meta,
+            }
+            _atomic_save(self.sae.export(self.scale), self.out / "sae.safetensors")
+            _atomic_save({k: v.float().contiguous() for k, v in stats.items()}, self.out / "feature_stats.safetensors")
+            _atomic_text(json.dumps(config, indent=2), self.out / "sae_config.json")
+            _atomic_text(json.dumps(metrics, indent=2), self.out / "training_metrics.json")
+        self.acc.wait_for_everyone()
+        return metrics
+
+
+def _atomic_save(tensors: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def train(embeddings: str, out: str, config: TrainConfig, resume: bool = False, log_with: Optional[str] = None) -> dict:
+    """Train an SAE on an embedding cache (or .npy / .safetensors file) into `out`."""
+    from accelerate import Accelerator
+
+    from ..embed import load_embeddings, read_manifest
+
+    x, _ = load_embeddings(embeddings)
+    manifest = read_manifest(embeddings)
+    meta = {"embeddings": str(embeddings)}
+    if manifest:
+        meta.update({k: manifest.get(k) for k in ("backbone", "backbone_revision", "pooling", "dataset", "split")})
+    out_path = Path(out)
+    if not resume and (out_path / "checkpoint").exists():
+        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with,
+                              project_dir=str(out_path) if log_with else None)
+    if log_with:
+        accelerator.init_trackers("saerad-train", config=asdict(config))
+    trainer = Trainer(config, x, out, accelerator, meta)
+    if resume:
+        trainer.resume()
+    metrics = trainer.train()
+    if log_with:
+        accelerator.end_training()
+    return metrics
