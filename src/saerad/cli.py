@@ -122,6 +122,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interpret(args: argparse.Namespace) -> int:
+    """Mine exemplars, describe and score every feature."""
+    from .interpret import interpret
+
+    metrics = interpret(args.sae, args.embeddings, args.reports, args.out, describer=args.describer,
+                        top_k=args.top_k, score_embeddings=args.score_embeddings, holdout=args.holdout,
+                        score_threshold=args.score_threshold)
+    print(" ".join(f"{k}={v}" for k, v in metrics.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `saerad` argument parser."""
     parser = argparse.ArgumentParser(prog="saerad", description=__doc__)
@@ -168,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-with", help="Accelerate tracker (tensorboard, wandb, ...)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("interpret", help="describe each SAE feature from its exemplars' reports and score it")
+    p.add_argument("--sae", required=True, help="folder written by `saerad train`")
+    p.add_argument("--embeddings", required=True, help="embeddings the exemplars are mined from")
+    p.add_argument("--reports", required=True, help="dataset spec, or JSONL of {id, findings, impression}")
+    p.add_argument("--describer", default="extractive", help="extractive, transformers:PATH or openai:URL[#model]")
+    p.add_argument("--top-k", type=int, default=32, help="exemplars per feature")
+    p.add_argument("--score-embeddings", help="held-out embeddings (e.g. the validation split) to score on")
+    p.add_argument("--holdout", type=float, help="else score on this fraction of rows, chosen by a hash of the id")
+    p.add_argument("--score-threshold", type=float, default=0.75, help="AUROC below which a feature is marked")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_interpret)
 
     p = sub.add_parser("evaluate", help="score SAE-Rad and baselines with CheXpert F1, BLEU, ROUGE-L, METEOR, CIDEr")
     p.add_argument("--model", help="model folder or hub repo id")

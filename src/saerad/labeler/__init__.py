@@ -128,6 +128,8 @@ def label_sentence(text: str) -> list[dict]:
             for pattern, fixed in ((abnormal, None), (normal, "negative")):
                 hits = [s for s in _spans(pattern, text) if s[0] >= a_end and _words(text[a_end:s[0]]) <= 4
                         and not sentence._blocked(a_end, s[0])]
+                if fixed and not hits:  # "normal heart size": the qualifier right before the anatomy
+                    hits = [s for s in _spans(pattern, text) if s[1] <= a_start and not text[s[1]:a_start].strip()]
                 if hits:
                     found.append((obs, hits[0][0], hits[0][1], fixed))
                     break

@@ -1,0 +1,138 @@
+"""Feature interpretation: mine exemplars, describe each feature, score the descriptions -> feature_dictionary.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .describe import Corpus, extractive_description, make_describer, tag_description
+from .mine import load_sae, mine
+from .score import ReportIndex, score_features
+
+logger = logging.getLogger(__name__)
+SCORE_THRESHOLD = 0.75
+ULTRA_DENSE = 0.5  # features firing on more than half the images describe nothing in particular
+
+
+def read_reports(source: str, ids: list[str], split: Optional[str] = None) -> list[str]:
+    """Findings for each embedding id: from a JSONL (`id`, `findings`, `impression`) or a dataset spec's rows."""
+    if source.endswith(".jsonl"):
+        by_id, order = {}, []
+        with open(source) as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                        rid = str(record.get("id", len(order)))
+                        text = record.get("findings") or record.get("impression") or ""
+                    except (json.JSONDecodeError, AttributeError):
+                        raise ValueError(f"{source}:{n}: not a JSON object") from None
+                    by_id[rid] = text
+                    order.append(text)
+        if ids == [str(i) for i in range(len(ids))] and len(order) == len(ids) and not set(ids) <= set(by_id):
+            return order  # a bare array: line order is row order
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise ValueError(f"{source}: no report for {len(missing)} embedding ids, e.g. {missing[:3]}")
+        return [by_id[i] for i in ids]
+    from ..data.adapters import load_spec
+
+    data = load_spec(source)
+    splits = [split] if split in data else list(data)
+    by_id = {str(r["id"]): r["findings"] or "" for s in splits for r in data[s].remove_columns("image")}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"{source}: no row for {len(missing)} embedding ids, e.g. {missing[:3]}")
+    return [by_id[i] for i in ids]
+
+
+def _holdout_mask(ids: list[str], fraction: float) -> np.ndarray:
+    return np.array([int(hashlib.sha256(f"holdout:{i}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+                     for i in ids])
+
+
+@torch.no_grad()
+def _activations(sae, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
+    return torch.cat([sae.encode(sae.normalize(x[s : s + batch].float())) for s in range(0, len(x), batch)]).numpy()
+
+
+def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: str = "extractive",
+              top_k: int = 32, score_embeddings: Optional[str] = None, holdout: Optional[float] = None,
+              score_threshold: float = SCORE_THRESHOLD, seed: int = 0) -> dict:
+    """Mine, describe and score every feature; write `feature_dictionary.json` and `interpret_metrics.json`."""
+    from tqdm.auto import tqdm
+
+    from ..embed import load_embeddings, read_manifest
+
+    sae, sae_config = load_sae(sae_dir)
+    x, ids = load_embeddings(embeddings)
+    manifest = read_manifest(embeddings) or {}
+    texts = read_reports(reports, ids, manifest.get("split"))
+    if score_embeddings:
+        hx, hids = load_embeddings(score_embeddings)
+        held_texts = read_reports(reports, hids, (read_manifest(score_embeddings) or {}).get("split"))
+        train_x, train_texts, train_ids = x, texts, ids
+    else:
+        mask = _holdout_mask(ids, holdout if holdout is not None else 0.1)
+        if mask.all() or not mask.any():
+            raise ValueError("the held-out fraction leaves no rows on one side; pass --score-embeddings or --holdout")
+        train_x, train_texts = x[torch.from_numpy(~mask)], [t for t, m in zip(texts, mask) if not m]
+        train_ids = [i for i, m in zip(ids, mask) if not m]
+        hx, held_texts = x[torch.from_numpy(mask)], [t for t, m in zip(texts, mask) if m]
+    mined = mine(sae, train_x, k=top_k)
+    corpus = Corpus(train_texts)
+    llm = make_describer(describer, credentialed=str(manifest.get("dataset", "")).startswith("mimic-cxr"))
+    rng = random.Random(seed)
+    features = []
+    for fid in tqdm(range(sae.W_enc.shape[1]), desc=f"describing ({describer})", unit="feature"):
+        exemplars = mined.exemplars(fid)
+        frequency = float(mined.frequency[fid])
+        flags = ["dead"] if not exemplars else ["ultra_dense"] if frequency > ULTRA_DENSE else []
+        description = ""
+        if not flags:
+            rows = [r for r, _ in exemplars]
+            if llm is None:
+                description = extractive_description(corpus, rows)
+            else:
+                active = {r for r in rows}
+                quiet = [r for r in range(len(train_texts)) if r not in active]
+                contrast = [train_texts[r] for r in rng.sample(quiet, min(len(quiet), len(rows)))]
+                description = llm([train_texts[r] for r in rows], contrast)
+        findings, section = tag_description(description) if description else ([], "other")
+        features.append({
+            "id": fid, "description": description, "section": section, "findings": findings, "score": None,
+            "frequency": frequency, "mean_activation": float(mined.mean_activation[fid]),
+            "max_activation": float(mined.max_activation[fid]),
+            "exemplars": [train_ids[r] for r, _ in exemplars],
+            "exemplar_activations": [a for _, a in exemplars], "flags": flags,
+        })
+    score_features(features, _activations(sae, hx), ReportIndex(held_texts))
+    for feature in features:
+        if feature["description"] and (feature["score"] is None or feature["score"] < score_threshold):
+            feature["flags"].append("low_score")
+    scores = [f["score"] for f in features if "dead" not in f["flags"] and f["score"] is not None]
+    live = [f for f in features if "dead" not in f["flags"]]
+    metrics = {
+        "n_features": len(features), "n_live": len(live), "n_described": sum(bool(f["description"]) for f in features),
+        "n_scored": len(scores), "median_auroc": float(np.median(scores)) if scores else None,
+        "frac_live_auroc_ge_0_75": (sum(s >= 0.75 for s in scores) / len(live)) if live else 0.0,
+        "score_threshold": score_threshold, "describer": describer, "n_train": len(train_texts),
+        "n_heldout": len(held_texts),
+    }
+    dictionary = {"schema_version": 1, "describer": describer, "score_threshold": score_threshold,
+                  "sae": {k: sae_config.get(k) for k in ("architecture", "d_in", "d_sae", "k")}, "features": features}
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, payload in (("feature_dictionary.json", dictionary), ("interpret_metrics.json", metrics)):
+        tmp = folder / f"{name}.tmp"
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, folder / name)
+    return metrics

@@ -1,0 +1,208 @@
+import json
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from saerad.cli import main
+from saerad.interpret.describe import (
+    PROMPT_VERSION,
+    Corpus,
+    OpenAIDescriber,
+    TransformersDescriber,
+    extractive_description,
+    tag_description,
+)
+from saerad.interpret.mine import mine
+from saerad.interpret.score import ReportIndex, auroc
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec "
+         "romeo sierra tango uniform victor whiskey xray yankee zulu amber basil cedar dune ember fjord").split()
+BOILERPLATE = ["The study is made up for a test.", "No pneumothorax."]
+
+
+def planted(folder, n=5000, d=64, m=32, k=3, seed=0):
+    """32 orthonormal atoms; each row has exactly k of them, and its report says so (plus boilerplate)."""
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.linalg.qr(torch.randn(d, d, generator=g))[0][:m]
+    chosen = torch.stack([torch.randperm(m, generator=g)[:k] for _ in range(n)])
+    active = torch.zeros(n, m, dtype=torch.bool).scatter(1, chosen, True)
+    x = ((torch.rand(n, m, generator=g) + 0.5) * active) @ atoms + 0.01 * torch.randn(n, d, generator=g)
+    np.save(folder / "x.npy", x.numpy())
+    rng = random.Random(seed)
+    with open(folder / "reports.jsonl", "w") as f:
+        for i in range(n):
+            sentences = BOILERPLATE + [f"Planted sign {WORDS[j]} is seen." for j in range(m) if active[i, j]]
+            rng.shuffle(sentences)
+            f.write(json.dumps({"id": str(i), "findings": " ".join(sentences)}) + "\n")
+    return atoms
+
+
+def test_planted_features_get_their_sentence_and_detect_it(tmp_path):
+    atoms = planted(tmp_path)
+    assert main(["train", "--embeddings", str(tmp_path / "x.npy"), "--architecture", "topk", "--k", "3", "--d-sae",
+                 "64", "--epochs", "30", "--log-every", "0", "--out", str(tmp_path / "sae")]) == 0
+    assert main(["interpret", "--sae", str(tmp_path / "sae"), "--embeddings", str(tmp_path / "x.npy"), "--reports",
+                 str(tmp_path / "reports.jsonl"), "--holdout", "0.2", "--out", str(tmp_path / "interp")]) == 0
+    decoder = load_file(str(tmp_path / "sae" / "sae.safetensors"))["W_dec"]
+    cos = (decoder / decoder.norm(dim=1, keepdim=True)) @ atoms.T
+    dictionary = json.loads((tmp_path / "interp" / "feature_dictionary.json").read_text())
+    aligned = [(f, WORDS[int(cos[f["id"]].argmax())]) for f in dictionary["features"]
+               if float(cos[f["id"]].max()) >= 0.9 and "dead" not in f["flags"]]
+    assert len(aligned) >= 28
+    correct = [f for f, word in aligned if f["description"] == f"Planted sign {word} is seen."]
+    assert len(correct) >= 0.9 * len(aligned)
+    assert all(f["score"] >= 0.9 for f in correct)
+    for f in dictionary["features"]:
+        assert not any(b in f["description"] for b in BOILERPLATE)
+        assert len(f["exemplars"]) <= 32
+    metrics = json.loads((tmp_path / "interp" / "interpret_metrics.json").read_text())
+    assert {"n_live", "median_auroc", "frac_live_auroc_ge_0_75"} <= set(metrics)
+    assert metrics["median_auroc"] >= 0.9
+
+
+def test_mining_equals_a_dense_brute_force():
+    from types import SimpleNamespace
+
+    from modeling_saerad import SparseAutoencoder
+
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SimpleNamespace(sae_architecture="relu", k=1, input_scale=1.0, d_in=8, d_sae=16,
+                                            center_inputs=False))
+    torch.nn.init.normal_(sae.W_enc)
+    torch.nn.init.normal_(sae.W_dec)
+    sae.b_enc.data.fill_(-1.5)
+    x = torch.randn(300, 8)
+    mined = mine(sae, x, k=5, batch_size=37)
+    dense = sae.encode(x)
+    for feature in range(16):
+        column = dense[:, feature]
+        expected = sorted(((float(v), i) for i, v in enumerate(column) if v > 0), reverse=True)[:5]
+        got = mined.exemplars(feature)
+        assert [r for r, _ in got] == [i for _, i in expected]
+        assert np.allclose([v for _, v in got], [v for v, _ in expected])
+        assert float(mined.frequency[feature]) == pytest.approx(float((column > 0).float().mean()))
+        if (column > 0).any():
+            assert float(mined.max_activation[feature]) == pytest.approx(float(column.max()))
+            assert float(mined.mean_activation[feature]) == pytest.approx(float(column[column > 0].mean()), rel=1e-5)
+
+
+def test_extractive_prefers_enriched_sentences_and_keeps_agreed_laterality():
+    reports = (["The heart size is normal. No pleural effusion. Small left pleural effusion is noted."] * 4
+               + ["The heart size is normal. No pleural effusion. There is a small left effusion."] * 2
+               + ["The heart size is normal. No pleural effusion. The lungs are clear."] * 30)
+    reports[2] = "The heart size is normal. Small left pleural effusion is noted."
+    corpus = Corpus(reports)
+    description = extractive_description(corpus, list(range(6)))
+    assert description.startswith("Small left pleural effusion is noted.")
+    assert "heart size is normal" not in description  # everywhere, so it describes nothing
+    findings, section = tag_description(description)
+    assert section == "pleura" and findings[0]["label"] == "Pleural Effusion" and findings[0]["laterality"] == "left"
+    assert extractive_description(corpus, []) == ""
+
+
+def test_normal_anatomy_features_get_normal_descriptions_scored_on_normal_reports():
+    reports = ["The heart size is normal. The lungs are clear."] * 10 + ["Moderate cardiomegaly."] * 20
+    description = extractive_description(Corpus(reports), list(range(10)))
+    assert "The heart size is normal." in description
+    findings, section = tag_description("The heart size is normal.")
+    assert findings == [{"label": "Cardiomegaly", "status": "negative", "laterality": None, "severity": None}]
+    index = ReportIndex(["Normal heart size.", "Moderate cardiomegaly.", "Heart is not enlarged."])
+    assert [index.states(i, findings, "The heart size is normal.") for i in range(3)] == [True, False, True]
+
+
+def test_auroc_known_values():
+    assert auroc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert auroc([0.9, 0.8, 0.1, 0.2], [False, False, True, True]) == 0.0
+    assert auroc([0, 0, 0, 0], [False, True, False, True]) == 0.5
+    assert auroc([0.3, 0.1, 0.2], [True, False, True]) == 1.0
+    assert auroc([1, 2], [True, True]) is None
+
+
+def _tiny_causal_lm(path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    words = "a radiologist feature active contrast findings small left pleural effusion heart normal lungs clear"
+    tok.train_from_iterator([words, "Planted sign is seen ."], trainers.WordLevelTrainer(special_tokens=["[UNK]",
+                                                                                                         "[EOS]"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=16, n_layer=1, n_head=2)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def test_transformers_describer_runs_a_local_model_with_the_documented_prompt(tmp_path):
+    _tiny_causal_lm(tmp_path / "lm")
+    describer = TransformersDescriber(str(tmp_path / "lm"), max_new_tokens=8)
+    seen = {}
+    original = describer.model.generate
+
+    def spy(**kwargs):
+        seen["prompt"] = describer.tokenizer.decode(kwargs["input_ids"][0])
+        return original(**kwargs)
+
+    describer.model.generate = spy
+    out = describer(["Small left pleural effusion."], ["Lungs clear."])
+    assert isinstance(out, str)
+    assert "small left pleural effusion" in seen["prompt"].lower() and "lungs clear" in seen["prompt"].lower()
+    prompt = describer.prompt(["Small left pleural effusion."], ["Lungs clear."])
+    assert "ACTIVE:\n- Small left pleural effusion." in prompt and "CONTRAST:\n- Lungs clear." in prompt
+
+
+class _ChatServer(BaseHTTPRequestHandler):
+    requests: list = []
+    fail_first = 1
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        if type(self).fail_first > 0:
+            type(self).fail_first -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        payload = json.dumps({"choices": [{"message": {"content": "Small left pleural effusion. Extra words."}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_describer_request_retries_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    server = HTTPServer(("127.0.0.1", 0), _ChatServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        describer = OpenAIDescriber(url, "tiny-model", backoff=0.01, cache_dir=str(tmp_path / "cache"))
+        assert describer(["Small left pleural effusion."], ["Lungs clear."]) == "Small left pleural effusion. Extra words."
+        assert len(_ChatServer.requests) == 2  # one 503, then the answer
+        request = _ChatServer.requests[-1]
+        assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer sk-test"
+        assert request["body"]["model"] == "tiny-model" and request["body"]["temperature"] == 0
+        assert "Small left pleural effusion." in request["body"]["messages"][0]["content"]
+        again = OpenAIDescriber(url, "tiny-model", cache_dir=str(tmp_path / "cache"))
+        assert again(["Small left pleural effusion."], ["Lungs clear."]).startswith("Small left")
+        assert len(_ChatServer.requests) == 2  # served from the cache
+        cached = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
+        assert cached["prompt_version"] == PROMPT_VERSION
+    finally:
+        server.shutdown()
+
+
+def test_openai_describer_gives_up_with_a_clear_error(tmp_path):
+    describer = OpenAIDescriber("http://127.0.0.1:9/v1", retries=1, backoff=0.01, cache_dir=str(tmp_path), timeout=2)
+    with pytest.raises(ValueError, match="no usable answer after 2 tries"):
+        describer(["a"], ["b"])
