@@ -136,7 +136,8 @@ def _tiny_causal_lm(path):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]")
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=16, n_layer=1, n_head=2)).save_pretrained(path)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=16, n_layer=1, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
 
 
@@ -187,7 +188,8 @@ def test_openai_describer_request_retries_and_cache(tmp_path, monkeypatch):
     try:
         url = f"http://127.0.0.1:{server.server_port}/v1"
         describer = OpenAIDescriber(url, "tiny-model", backoff=0.01, cache_dir=str(tmp_path / "cache"))
-        assert describer(["Small left pleural effusion."], ["Lungs clear."]) == "Small left pleural effusion. Extra words."
+        answer = describer(["Small left pleural effusion."], ["Lungs clear."])
+        assert answer == "Small left pleural effusion. Extra words."
         assert len(_ChatServer.requests) == 2  # one 503, then the answer
         request = _ChatServer.requests[-1]
         assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer sk-test"

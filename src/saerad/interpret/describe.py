@@ -40,7 +40,8 @@ _KEYWORD_SECTIONS = [
     (r"pleura|effusion|pneumothora|costophrenic", "pleura"),
     (r"heart|cardiac|cardio|mediastin|aort|hilar|hila", "heart/mediastinum"),
     (r"bone|rib|spine|spinal|osseous|vertebra|clavicle|fracture|degenerative|scoliosis|kyphosis|sternotomy", "bones"),
-    (r"lung|pulmonary|airspace|opaci|nodule|granuloma|atelecta|consolidat|edema|inflat|emphysema|interstitial", "lungs"),
+    (r"lung|pulmonary|airspace|opaci|nodule|granuloma|atelecta|consolidat|edema|inflat|emphysema|interstitial",
+     "lungs"),
 ]
 
 
