@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from . import __version__
 
 # Mistakes a user can make (bad path, bad file, bad value): one line on stderr, exit 2.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
 
 
 class UserError(Exception):
@@ -133,6 +133,54 @@ def cmd_interpret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Self-supervised backbone training (or LoRA adaptation of an existing one)."""
+    from .pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            image_size=args.image_size, num_workers=args.num_workers, lora_rank=args.lora_rank)
+    command = (f"saerad pretrain --dataset {args.dataset} --out {args.out} --steps {args.steps} "
+               f"--batch-size {args.batch_size} --lr {args.lr} --image-size {args.image_size} --seed {args.seed}"
+               + (f" --init {args.init}" if args.init else "") + (f" --lora --lora-rank {args.lora_rank}"
+                                                                  if args.lora else ""))
+    summary = pretrain(args.dataset, args.out, config, init=args.init, lora=args.lora, command=command)
+    print(f"backbone in {args.out}; final losses {summary['final_loss']}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Assemble the model folder and its card."""
+    from .hub import build
+
+    folder = build(args.backbone, args.sae, args.dictionary, args.out, results=args.results,
+                   min_feature_score=args.min_feature_score, max_report_features=args.max_report_features,
+                   min_activation=args.min_activation, title=args.title)
+    print(f"model folder {folder}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Publish the model folder (and the Space) to the Hub, or show what would be sent."""
+    from .hub import push
+
+    plan = push(args.model_dir, args.repo_id, space_id=args.space_id, private=args.private, dry_run=args.dry_run)
+    for part in plan.values():
+        verb = "would upload" if args.dry_run else "uploaded"
+        print(f"{verb} to {part['repo_type']} {part['repo_id']} (private={part['private']}"
+              + (f", sdk={part['space_sdk']}, models={part['models']}" if part["repo_type"] == "space" else "") + "):")
+        for name in part["files"]:
+            print(f"  {name}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The offline end-to-end demo on IU-phantom."""
+    from .demo import run_demo
+
+    run_demo(args.workdir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `saerad` argument parser."""
     parser = argparse.ArgumentParser(prog="saerad", description=__doc__)
@@ -146,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print reports with sentences, feature ids and activations")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("pretrain", help="train a small DINOv2 self-supervised (or LoRA-adapt one with --init --lora)")
+    p.add_argument("--dataset", required=True, help="dataset spec; iu-phantom renders fresh phantom patients")
+    p.add_argument("--out", required=True)
+    p.add_argument("--init", help="existing backbone to adapt (folder or hub id)")
+    p.add_argument("--lora", action="store_true", help="adapt --init with a LoRA adapter, merged before export")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("embed", help="embed a dataset split with a frozen backbone (resumable shards)")
     p.add_argument("--backbone", required=True, help="transformers vision model folder or hub id")
@@ -205,6 +267,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive-only", action="store_true", help="count uncertain labels as negative")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("build", help="assemble a model folder (backbone + SAE + dictionary + processor + card)")
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--sae", required=True, help="folder written by `saerad train`")
+    p.add_argument("--dictionary", required=True, help="feature_dictionary.json from `saerad interpret`")
+    p.add_argument("--results", help="results.json from `saerad evaluate`, for the card's model-index")
+    p.add_argument("--min-feature-score", type=float, help="default: the dictionary's score threshold")
+    p.add_argument("--max-report-features", type=int)
+    p.add_argument("--min-activation", type=float)
+    p.add_argument("--title")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("push", help="publish a model folder (and the Space) to the Hugging Face Hub")
+    p.add_argument("model_dir")
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--space-id")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the files and settings; send nothing")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("demo", help="the offline end-to-end demo on IU-phantom (real report text, phantom images)")
+    p.add_argument("--workdir", help="where everything goes (default: the saerad cache)")
+    p.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="build datasets and phantom galleries").add_subparsers(
         dest="data_command", metavar="ACTION", required=True)

@@ -1,0 +1,131 @@
+"""saerad vs SAELens SAE training on the same embeddings, d_sae, batch size and steps (TopK, and the April-2024 ReLU
+SAE), side by side in one run: throughput (embeddings/s) as a ratio saerad/SAELens and FVU at matched L0.
+
+SAELens lives in its own environment (its dependencies differ from saerad's):
+
+    python -m venv /tmp/saelens && /tmp/saelens/bin/pip install torch==2.13.0 sae-lens
+    python benchmarks/sae_training.py --saelens-python /tmp/saelens/bin/python
+
+The saerad side runs in this interpreter, the SAELens side in `--saelens-python` on the same saved embeddings; each
+side times only its training loop.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SAELENS_SIDE = r"""
+import json, sys, time, numpy as np, torch
+from sae_lens import SAETrainer, StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens.config import SAETrainerConfig
+args = json.loads(sys.argv[1])
+torch.manual_seed(0)
+torch.set_num_threads(args["threads"])
+x = torch.from_numpy(np.load(args["data"]))
+n, d = x.shape
+batch, steps = args["batch"], args["steps"]
+if args["arch"] == "topk":
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=args["d_sae"], k=args["k"],
+                                                normalize_activations="expected_average_only_in"))
+else:
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d, d_sae=args["d_sae"], l1_coefficient=args["l1"],
+                                                        normalize_activations="expected_average_only_in",
+                                                        l1_warm_up_steps=steps // 20))
+g = torch.Generator().manual_seed(0)
+def batches():
+    while True:
+        order = torch.randperm(n, generator=g)
+        for s in range(0, n - batch + 1, batch):
+            yield x[order[s:s + batch]]
+cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=args["lr"],
+                       lr_warm_up_steps=steps // 20, lr_decay_steps=steps // 5, n_batches_for_norm_estimate=20)
+trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batches())
+start = time.perf_counter()
+trainer.fit()
+seconds = time.perf_counter() - start
+scale = trainer.activation_scaler.scaling_factor or 1.0
+with torch.no_grad():
+    xs = x * scale
+    f = sae.encode(xs)
+    err = ((xs - sae.decode(f)) ** 2).sum()
+    fvu = float(err / ((xs - xs.mean(0)) ** 2).sum())
+    l0 = float((f > 0).float().sum(-1).mean())
+print(json.dumps({"seconds": seconds, "fvu": fvu, "l0": l0}))
+"""
+
+
+def saerad_side(x: torch.Tensor, arch: str, d_sae: int, k: int, target_l0, batch: int, steps: int, lr: float) -> dict:
+    from saerad.sae import TrainConfig, Trainer
+
+    n = len(x)
+    epochs = max(1, round(steps * batch / n))
+    config = TrainConfig(architecture=arch, d_sae=d_sae, k=k, target_l0=target_l0, epochs=epochs, batch_size=batch,
+                         lr=lr, max_steps=steps, log_every=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config, x, tmp)
+        trainer.total_steps = steps  # same schedule length as SAELens
+        trainer.controller_start = steps // 4
+        start = time.perf_counter()
+        for step in range(steps):
+            trainer._train_step(step)
+        seconds = time.perf_counter() - start
+        metrics, _ = trainer.measure()
+    return {"seconds": seconds, "fvu": metrics["fvu"], "l0": metrics["l0"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--saelens-python", required=True, help="python of an environment with sae-lens")
+    parser.add_argument("--embeddings", help=".npy (n, d); default: synthetic sparse embeddings (n=40k, d=192)")
+    parser.add_argument("--d-sae", type=int, default=3072)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--l1", type=float, default=2.0, help="SAELens ReLU l1 coefficient (saerad matches its L0)")
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.embeddings:
+            data = args.embeddings
+            x = torch.from_numpy(np.load(data)).float()
+        else:
+            g = torch.Generator().manual_seed(0)
+            atoms = torch.randn(2048, 192, generator=g)
+            atoms /= atoms.norm(dim=1, keepdim=True)
+            idx = torch.randint(0, 2048, (40_000, 12), generator=g)
+            x = torch.einsum("nk,nkd->nd", torch.rand(40_000, 12, generator=g), atoms[idx]) + 0.3
+            data = str(Path(tmp) / "x.npy")
+            np.save(data, x.numpy())
+        rows = []
+        for arch in ("topk", "relu"):
+            spec = {"data": data, "arch": arch, "d_sae": args.d_sae, "k": args.k, "l1": args.l1, "batch": args.batch,
+                    "steps": args.steps, "lr": args.lr, "threads": threads}
+            run = subprocess.run([args.saelens_python, "-c", SAELENS_SIDE, json.dumps(spec)], capture_output=True,
+                                 text=True)
+            if run.returncode != 0:
+                sys.exit(f"SAELens side failed:\n{run.stderr[-3000:]}")
+            theirs = json.loads(run.stdout.strip().splitlines()[-1])
+            target = theirs["l0"] if arch == "relu" else None
+            ours = saerad_side(x, arch, args.d_sae, args.k, target, args.batch, args.steps, args.lr)
+            rows.append((arch, ours, theirs))
+    n = args.steps * args.batch
+    print(f"{n} embeddings ({args.steps} steps of {args.batch}), d_in={x.shape[1]}, d_sae={args.d_sae}, "
+          f"{threads} threads\n")
+    print("| architecture | saerad emb/s | SAELens emb/s | ratio | saerad FVU @ L0 | SAELens FVU @ L0 |")
+    print("|---|---|---|---|---|---|")
+    for arch, ours, theirs in rows:
+        print(f"| {arch} | {n / ours['seconds']:.0f} | {n / theirs['seconds']:.0f} | "
+              f"{theirs['seconds'] / ours['seconds']:.2f}x | {ours['fvu']:.3f} @ {ours['l0']:.1f} | "
+              f"{theirs['fvu']:.3f} @ {theirs['l0']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

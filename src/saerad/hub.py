@@ -1,0 +1,225 @@
+"""Assemble a model folder (`saerad build`), render its card, and publish it and its Space (`saerad push`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
+SPACE_DIR = Path(__file__).resolve().parents[2] / "spaces"
+HEADLINE = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "meteor", "cider")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _yaml(meta: dict) -> str:
+    """A small YAML writer for the card's metadata (lists, dicts, scalars): no extra dependency."""
+
+    def emit(value, indent: int) -> list[str]:
+        pad = "  " * indent
+        lines = []
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, (dict, list)) and v:
+                    lines.append(f"{pad}{k}:")
+                    lines += emit(v, indent + 1)
+                else:
+                    lines.append(f"{pad}{k}: {json.dumps(v) if not isinstance(v, (dict, list)) else json.dumps(v)}")
+        else:
+            for item in value:
+                sub = emit(item, indent + 1) if isinstance(item, (dict, list)) else [f"{pad}  {json.dumps(item)}"]
+                lines.append(f"{pad}- {sub[0].strip()}")
+                lines += sub[1:]
+        return lines
+
+    return "\n".join(emit(meta, 0))
+
+
+def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optional[str] = None) -> str:
+    """Write the model card README.md of a built model folder (with evaluation results when given)."""
+    folder = Path(model_dir)
+    info = json.loads((folder / "saerad_build.json").read_text())
+    training, interp = info.get("training_metrics", {}), info.get("interpret_metrics", {})
+    dataset = info.get("dataset") or "unknown"
+    credentialed = dataset.startswith("mimic")
+    license_ = "other" if credentialed else "cc-by-nc-nd-4.0" if dataset.startswith("iu") else "apache-2.0"
+    meta = {
+        "license": license_, "library_name": "transformers", "pipeline_tag": "image-to-text",
+        "tags": ["sae-rad", "saerad", "sparse-autoencoder", "interpretability", "chest-x-ray", "radiology",
+                 "report-generation"] + (["phantom"] if "phantom" in dataset else []),
+        "base_model": info["backbone"], "metrics": ["f1", "bleu", "rouge", "meteor", "cider"],
+    }
+    if results:
+        system = results["systems"].get("sae-rad", {})
+        entry = {
+            "task": {"type": "image-to-text", "name": "Radiology report generation"},
+            "dataset": {"name": results["dataset"], "type": results["dataset"].split(":")[0],
+                        "split": results["split"]},
+            "metrics": [{"type": k, "name": k, "value": round(system[k]["value"], 4)} for k in HEADLINE
+                        if k in system],
+        }
+        meta["model-index"] = [{"name": repo_id or folder.name, "results": [entry]}]
+        header = "| system | " + " | ".join(k for k in HEADLINE if k in system) + " |"
+        rows = [header, "|---|" + "---|" * sum(k in system for k in HEADLINE)]
+        for name, metrics in results["systems"].items():
+            rows.append(f"| {name} | " + " | ".join(_fmt(metrics[k]["value"]) for k in HEADLINE if k in system) + " |")
+        table = "\n".join(rows)
+        results_text = (f"On `{results['dataset']}` ({results['split']}, n = {results['n']}), FINDINGS against the "
+                        f"reference, with bootstrap 95% CIs in `results.json` ({results['labeler']}):\n\n{table}")
+    else:
+        results_text = "Not evaluated yet: run `saerad evaluate` and rebuild with `--results results.json`."
+    phantom = "phantom" in dataset
+    fields = {
+        "yaml": _yaml(meta), "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
+        "backbone": info["backbone"], "architecture": info["architecture"], "d_sae": info["d_sae"],
+        "d_in": info["d_in"], "pooling": info["pooling"], "dataset": dataset, "n_train": training.get("n", "n/a"),
+        "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
+        "dead_fraction": _fmt(training.get("dead_fraction")), "describer": interp.get("describer", "n/a"),
+        "n_live": interp.get("n_live", "n/a"), "median_auroc": _fmt(interp.get("median_auroc")),
+        "frac_good": _fmt(interp.get("frac_live_auroc_ge_0_75")), "score_threshold": _fmt(info.get("min_feature_score")),
+        "results": results_text,
+        "intended_use": ("This model was trained on phantom radiographs (procedurally drawn images paired with real IU "
+                         "X-ray report text) to demonstrate the method offline; it knows nothing of real radiographs."
+                         if phantom else "It is a research artefact for studying interpretable report generation."),
+        "limitations": ("- The backbone knows only phantoms; the images show what each report's MeSH tags say, "
+                        "nothing more.\n" if phantom else "")
+                       + ("- Feature descriptions derive from credentialed MIMIC-CXR reports: do not share this "
+                          "folder beyond what the PhysioNet data use agreement allows.\n" if credentialed else "")
+                       + ("- Feature descriptions quote IU X-ray report text (CC BY-NC-ND 4.0): non-commercial use "
+                          "only.\n" if dataset.startswith("iu") else ""),
+    }
+    text = string.Template(TEMPLATE.read_text()).substitute(fields)
+    (folder / "README.md").write_text(text)
+    return text
+
+
+def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,
+          min_feature_score: Optional[float] = None, max_report_features: Optional[int] = None,
+          min_activation: Optional[float] = None, title: Optional[str] = None) -> Path:
+    """Backbone + SAE + feature dictionary + processor -> a model folder that loads with AutoModel (remote code)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+    from configuration_saerad import SAERadConfig
+    from modeling_saerad import SAERadModel
+
+    sae_path = Path(sae_dir)
+    if not (sae_path / "sae_config.json").exists():
+        raise FileNotFoundError(f"{sae_dir}: no sae_config.json; run `saerad train` first")
+    if not Path(dictionary).exists():
+        raise FileNotFoundError(f"{dictionary}: no such file; run `saerad interpret` first")
+    sae_config = json.loads((sae_path / "sae_config.json").read_text())
+    try:
+        vision = AutoConfig.from_pretrained(backbone)
+        backbone_model = AutoModel.from_pretrained(backbone, use_safetensors=True)
+        processor = AutoImageProcessor.from_pretrained(backbone)
+    except OSError as err:
+        raise ValueError(f"{backbone}: cannot load the backbone ({str(err).splitlines()[0]})") from None
+    data = json.loads(Path(dictionary).read_text())
+    if min_feature_score is None and any(f.get("score") is not None for f in data.get("features", [])):
+        min_feature_score = data.get("score_threshold")
+    overrides = {k: v for k, v in (("max_report_features", max_report_features), ("min_activation", min_activation))
+                 if v is not None}
+    config = SAERadConfig(vision_config=vision.to_dict(), pooling=sae_config.get("pooling") or "cls",
+                          d_in=sae_config["d_in"], sae_architecture=sae_config["architecture"],
+                          d_sae=sae_config["d_sae"], k=sae_config["k"] or 1, min_feature_score=min_feature_score,
+                          **overrides)
+    model = SAERadModel(config).eval()
+    model.vision_model.load_state_dict(backbone_model.state_dict())
+    model.sae.load_state_dict(load_file(str(sae_path / "sae.safetensors")))
+    model.load_feature_dictionary(dictionary)
+    model.image_processor = processor
+    target = Path(out)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None, prefix=".build-"))
+    try:
+        model.save_pretrained(tmp)
+        training = sae_path / "training_metrics.json"
+        interp = Path(dictionary).with_name("interpret_metrics.json")
+        info = {
+            "backbone": sae_config.get("backbone") or backbone, "architecture": sae_config["architecture"],
+            "d_sae": sae_config["d_sae"], "d_in": sae_config["d_in"], "pooling": config.pooling,
+            "dataset": sae_config.get("dataset"), "min_feature_score": min_feature_score, "title": title,
+            "training_metrics": {k: v for k, v in json.loads(training.read_text()).items()
+                                 if k != "feature_density_histogram"} if training.exists() else {},
+            "interpret_metrics": json.loads(interp.read_text()) if interp.exists() else {},
+        }
+        (tmp / "saerad_build.json").write_text(json.dumps(info, indent=1))
+        render_card(str(tmp), json.loads(Path(results).read_text()) if results else None)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def push_plan(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: bool = False,
+              space_dir: Optional[str] = None) -> dict:
+    """What `push` would send: repos, their settings and the exact files."""
+    folder = Path(model_dir)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{model_dir}: not a model folder (no config.json); run `saerad build` first")
+    plan = {"model": {"repo_id": repo_id, "repo_type": "model", "private": private,
+                      "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())}}
+    if space_id:
+        space = Path(space_dir) if space_dir else SPACE_DIR
+        if not (space / "app.py").exists():
+            raise FileNotFoundError(f"{space}: no Space app.py to push")
+        plan["space"] = {"repo_id": space_id, "repo_type": "space", "space_sdk": "gradio", "private": private,
+                         "models": [repo_id], "folder": str(space),
+                         "files": sorted(str(p.relative_to(space)) for p in space.rglob("*")
+                                         if p.is_file() and "__pycache__" not in p.parts)}
+    return plan
+
+
+def _stage_space(plan: dict) -> str:
+    """A copy of the Space folder whose README metadata points at the model and whose app loads it."""
+    staged = tempfile.mkdtemp(prefix="saerad-space-")
+    shutil.copytree(plan["folder"], staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    readme = Path(staged) / "README.md"
+    text = readme.read_text()
+    readme.write_text(text.replace("models: []", f"models:\n  - {plan['models'][0]}"))
+    app = Path(staged) / "app.py"
+    app.write_text(app.read_text().replace('"ORG/NAME"', json.dumps(plan["models"][0])))
+    return staged
+
+
+def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: bool = False,
+         dry_run: bool = False, token: Optional[str] = None, space_dir: Optional[str] = None) -> dict:
+    """Create the repos and upload the model folder (and the Space) with huggingface_hub."""
+    plan = push_plan(model_dir, repo_id, space_id, private, space_dir)
+    if dry_run:
+        return plan
+    from huggingface_hub import HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise PermissionError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
+    if json.loads((Path(model_dir) / "saerad_build.json").read_text()).get("dataset", "").startswith("mimic") \
+            if (Path(model_dir) / "saerad_build.json").exists() else False:
+        if not private:
+            raise PermissionError("this model's descriptions derive from MIMIC-CXR reports: push it with --private")
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=model_dir, repo_id=repo_id, commit_message="Upload SAE-Rad model (saerad push)")
+        if space_id:
+            staged = _stage_space(plan["space"])
+            try:
+                api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+                api.upload_folder(folder_path=staged, repo_id=space_id, repo_type="space",
+                                  commit_message="Upload SAE-Rad Space (saerad push)")
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+    except PermissionError:
+        raise
+    except Exception as err:  # offline mode, DNS, refused connection, HTTP errors: one sentence for the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConnectionError(f"cannot reach the Hugging Face Hub to push {repo_id} ({first})") from None
+    return plan

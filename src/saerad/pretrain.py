@@ -1,0 +1,252 @@
+"""Self-supervised backbone for the offline demo: a small DINOv2 trained by masked image modelling, no labels.
+
+Objective (SimMIM-style, with a global target for the CLS token): 60% of the patches are replaced by the mask
+token; a linear head predicts each masked patch's pixels (normalised per patch) from its output token, and a
+linear head on the CLS token predicts a 16x16 thumbnail of the whole (unmasked) image. Both are mean squared
+errors. `--init ID --lora` adapts an existing backbone with a PEFT LoRA adapter on the same objective and merges it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Backbone shape and optimisation."""
+
+    image_size: int = 128
+    """Input size (square)."""
+    patch_size: int = 16
+    """ViT patch size."""
+    hidden_size: int = 192
+    """Token width."""
+    num_layers: int = 6
+    """Transformer layers."""
+    num_heads: int = 3
+    """Attention heads."""
+    mask_ratio: float = 0.6
+    """Fraction of patches masked."""
+    thumbnail: int = 16
+    """Side of the thumbnail the CLS token predicts."""
+    steps: int = 3000
+    """Optimiser steps."""
+    batch_size: int = 64
+    """Images per step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (cosine decay after 5% warm-up)."""
+    weight_decay: float = 0.05
+    """AdamW weight decay."""
+    lora_rank: int = 8
+    """LoRA rank with --lora."""
+    num_workers: int = 2
+    """DataLoader workers rendering or decoding images."""
+    seed: int = 0
+    """Seeds initialisation, masks and fresh phantom patients."""
+
+
+class PhantomStream(torch.utils.data.IterableDataset):
+    """Endless phantoms with findings drawn from IU-phantom train rows and fresh patient seeds (never the
+    benchmark's own images)."""
+
+    def __init__(self, findings_pool: list, size: int, seed: int):
+        self.pool, self.size, self.seed = findings_pool, size, seed
+
+    def __iter__(self):
+        from .data.phantom import render
+
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        rng = random.Random(f"{self.seed}:{worker}")
+        i = 0
+        while True:
+            findings = rng.choice(self.pool)
+            seed = int(hashlib.sha256(f"pretrain:{self.seed}:{worker}:{i}".encode()).hexdigest()[:8], 16)
+            i += 1
+            yield render(findings, seed=seed, size=self.size)
+
+
+class ImageStream(torch.utils.data.IterableDataset):
+    """Endless shuffled passes over the images of a dataset split."""
+
+    def __init__(self, rows, seed: int):
+        self.rows, self.seed = rows, seed
+
+    def __iter__(self):
+        from .data.images import to_grayscale
+
+        rng = random.Random(self.seed)
+        order = list(range(len(self.rows)))
+        while True:
+            rng.shuffle(order)
+            for i in order:
+                yield to_grayscale(self.rows[i]["image"])
+
+
+def _augment(image, rng: random.Random):
+    """Mild crop and exposure changes; never a flip (laterality is a finding)."""
+    from PIL import ImageEnhance
+
+    w, h = image.size
+    scale = rng.uniform(0.85, 1.0)
+    cw, ch = int(w * scale), int(h * scale)
+    x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    image = image.crop((x0, y0, x0 + cw, y0 + ch))
+    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
+    return ImageEnhance.Brightness(image).enhance(rng.uniform(0.9, 1.1))
+
+
+class MaskedImageModel(nn.Module):
+    """Backbone plus the two prediction heads (dropped at export)."""
+
+    def __init__(self, backbone, config: PretrainConfig):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.patch = backbone.config.patch_size
+        self.pixel_head = nn.Linear(hidden, self.patch * self.patch)
+        self.thumb_head = nn.Linear(hidden, config.thumbnail * config.thumbnail)
+        self.thumbnail, self.mask_ratio = config.thumbnail, config.mask_ratio
+
+    def forward(self, pixels: torch.Tensor, generator: torch.Generator) -> dict:
+        b, _, h, w = pixels.shape
+        gray = pixels[:, :1]  # the processor replicated grayscale to 3 channels
+        patches = F.unfold(gray, self.patch, stride=self.patch).transpose(1, 2)  # (b, n, p*p)
+        n = patches.shape[1]
+        n_mask = int(round(self.mask_ratio * n))
+        scores = torch.rand(b, n, generator=generator)
+        mask = torch.zeros(b, n, dtype=torch.bool)
+        mask.scatter_(1, scores.argsort(dim=1)[:, :n_mask], True)
+        hidden = self.backbone(pixel_values=pixels, bool_masked_pos=mask.to(pixels.device)).last_hidden_state
+        target = (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6).sqrt()
+        pred = self.pixel_head(hidden[:, 1 : n + 1])
+        mim = (pred - target).pow(2).mean(-1)[mask.to(pred.device)].mean()
+        thumb = F.adaptive_avg_pool2d(gray, self.thumbnail).flatten(1)
+        thumb = (thumb - thumb.mean(-1, keepdim=True)) / (thumb.std(-1, keepdim=True) + 1e-6)
+        glob = (self.thumb_head(hidden[:, 0]) - thumb).pow(2).mean()
+        return {"loss": mim + glob, "mim": mim, "global": glob}
+
+
+def _backbone(config: PretrainConfig, init: Optional[str]):
+    from transformers import AutoImageProcessor, AutoModel, Dinov2Config, Dinov2Model
+
+    from modeling_saerad import default_image_processor
+
+    if init:
+        try:
+            model = AutoModel.from_pretrained(init, use_safetensors=True)
+            processor = AutoImageProcessor.from_pretrained(init)
+        except OSError as err:
+            raise ValueError(f"{init}: cannot load the backbone ({str(err).splitlines()[0]})") from None
+        return model, processor
+    vision = Dinov2Config(hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+                          num_attention_heads=config.num_heads, intermediate_size=4 * config.hidden_size,
+                          patch_size=config.patch_size, image_size=config.image_size, layerscale_value=1.0)
+    torch.manual_seed(config.seed)
+    return Dinov2Model(vision), default_image_processor(vision)
+
+
+def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str] = None, lora: bool = False,
+             command: Optional[str] = None) -> dict:
+    """Train (or LoRA-adapt) a backbone self-supervised on `dataset` and save it with its processor and card."""
+    from tqdm.auto import tqdm
+
+    from .data.adapters import load_split
+
+    if lora and not init:
+        raise ValueError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
+    backbone, processor = _backbone(config, init)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        backbone = get_peft_model(backbone, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    torch.manual_seed(config.seed + 1)
+    model = MaskedImageModel(backbone, config)
+    train = load_split(dataset, "train")
+    if dataset.startswith("iu-phantom"):
+        stream = PhantomStream([r["phantom_findings"] for r in train.select_columns(["phantom_findings"])],
+                               config.image_size + config.image_size // 8, config.seed)
+    else:
+        stream = ImageStream(train, config.seed)
+    rng = random.Random(config.seed)
+
+    def collate(images):
+        return processor(images=[_augment(im, rng) for im in images], return_tensors="pt")["pixel_values"]
+
+    loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.num_workers,
+                                         collate_fn=collate)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    warm = max(1, config.steps // 20)
+    history = []
+    bar = tqdm(total=config.steps, desc="pretraining (masked image modelling)", unit="step")
+    for step, pixels in enumerate(loader):
+        if step == config.steps:
+            break
+        lr = config.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = model(pixels, generator)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+        bar.update(1)
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+    bar.close()
+    if lora:
+        backbone = backbone.merge_and_unload()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    tail = history[-min(50, len(history)):]
+    summary = {
+        "objective": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
+        "dataset": dataset, "init": init, "lora": lora, "config": asdict(config),
+        "final_loss": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]} if tail else None,
+        "command": command,
+    }
+    (folder / "pretrain.json").write_text(json.dumps(summary, indent=1))
+    (folder / "README.md").write_text(_card(summary))
+    return summary
+
+
+def _card(summary: dict) -> str:
+    c = summary["config"]
+    return f"""---
+library_name: transformers
+tags: [dinov2, chest-x-ray, phantom, self-supervised]
+license: apache-2.0
+---
+# phantom-dino: a small self-supervised DINOv2 for saerad's offline demo
+
+This backbone **knows only phantom radiographs**: procedurally drawn chest X-rays from `saerad.data.phantom`. It has
+never seen a real radiograph and must not be used on one. It exists so that the SAE-Rad pipeline can run end to end
+on a machine with no hub access, where RAD-DINO cannot be downloaded.
+
+- Architecture: `Dinov2Model`, hidden {c['hidden_size']}, {c['num_layers']} layers, {c['num_heads']} heads,
+  patch {c['patch_size']}, {c['image_size']} px.
+- Objective: {summary['objective']}; no labels.
+- Data: phantoms rendered with fresh patient seeds, findings drawn from the IU-phantom train split (never its
+  validation or test images); {c['steps']} steps of {c['batch_size']} images.
+- Final losses: {summary['final_loss']}.
+
+Reproduce: `{summary['command'] or 'saerad pretrain --dataset iu-phantom --out DIR'}`
+"""

@@ -1,0 +1,113 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_roundtrip import REMOTE_SCRIPT
+
+from saerad.cli import main
+from saerad.hub import _stage_space, build, push, push_plan
+
+from fixtures import make_paired_folder
+from minimal_env import make_site
+
+
+@pytest.fixture
+def built(backbone_dir, tmp_path):
+    """A model folder built from a tiny backbone, a trained SAE and an interpreted dictionary."""
+    spec = make_paired_folder(tmp_path / "data", n=24)
+    assert main(["embed", "--backbone", str(backbone_dir), "--dataset", spec, "--out", str(tmp_path / "emb"),
+                 "--num-workers", "0"]) == 0
+    assert main(["train", "--embeddings", str(tmp_path / "emb"), "--architecture", "topk", "--k", "3",
+                 "--expansion-factor", "2", "--epochs", "5", "--batch-size", "8", "--out", str(tmp_path / "sae")]) == 0
+    assert main(["interpret", "--sae", str(tmp_path / "sae"), "--embeddings", str(tmp_path / "emb"), "--reports",
+                 spec, "--holdout", "0.3", "--out", str(tmp_path / "interp")]) == 0
+    results = {"dataset": spec, "split": "test", "n": 4, "labeler": "rule-based", "systems": {
+        "sae-rad": {"micro_f1_14": {"value": 0.5, "ci": [0.4, 0.6]}, "bleu_4": {"value": 0.1, "ci": [0, 0.2]}},
+        "normal": {"micro_f1_14": {"value": 0.3, "ci": [0.2, 0.4]}, "bleu_4": {"value": 0.05, "ci": [0, 0.1]}}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["build", "--backbone", str(backbone_dir), "--sae", str(tmp_path / "sae"), "--dictionary",
+                 str(tmp_path / "interp" / "feature_dictionary.json"), "--results", str(tmp_path / "results.json"),
+                 "--out", str(tmp_path / "model")]) == 0
+    return tmp_path / "model"
+
+
+def test_built_folder_has_the_hub_layout_and_card(built):
+    files = set(os.listdir(built))
+    assert {"config.json", "configuration_saerad.py", "modeling_saerad.py", "model.safetensors", "README.md",
+            "preprocessor_config.json", "feature_dictionary.json"} <= files
+    card = (built / "README.md").read_text()
+    head = card.split("---")[1]
+    for key in ("license:", "library_name: \"transformers\"", "pipeline_tag: \"image-to-text\"", "base_model:",
+                "model-index:", "micro_f1_14", "metrics:"):
+        assert key in head, key
+    assert "Not for clinical use" in card and "mean L0" in card and "median AUROC" in card
+    assert "| sae-rad | 0.500 |" in card
+
+
+def test_built_folder_round_trips_in_an_environment_without_saerad(built, tmp_path):
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from modeling_saerad import SAERadModel
+
+    model = SAERadModel.from_pretrained(built).eval()
+    processor = AutoImageProcessor.from_pretrained(built)
+    image = Image.fromarray((np.random.default_rng(1).random((64, 64)) * 255).astype(np.uint8))
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+    torch.save(pixels, tmp_path / "pixels.pt")
+    site = make_site(tmp_path / "site", ["torch", "transformers", "safetensors", "pillow"])
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
+    run = subprocess.run([sys.executable, "-S", "-c", REMOTE_SCRIPT, str(built), str(tmp_path / "pixels.pt")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    remote = json.loads(run.stdout.strip().splitlines()[-1])
+    out = model.generate(pixels, return_dict_in_generate=True)
+    assert remote["activations"] == out.feature_activations.tolist() and remote["reports"] == out.reports
+
+
+def test_build_refuses_a_backbone_that_does_not_match_the_sae(built, tmp_path, backbone_dir):
+    from transformers import Dinov2Config, Dinov2Model
+
+    other = tmp_path / "wide"
+    Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             patch_size=8, image_size=32)).save_pretrained(other)
+    from modeling_saerad import default_image_processor
+
+    default_image_processor(Dinov2Config(image_size=32)).save_pretrained(other)
+    sae = built.parent / "sae"
+    with pytest.raises(ValueError, match="d_in"):
+        build(str(other), str(sae), str(built.parent / "interp" / "feature_dictionary.json"), str(tmp_path / "x"))
+
+
+def test_push_dry_run_lists_the_files_and_sends_nothing(built, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["push", str(built), "--repo-id", "me/sae-rad", "--space-id", "me/sae-rad-demo", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for name in ("config.json", "model.safetensors", "modeling_saerad.py", "feature_dictionary.json", "README.md",
+                 "app.py", "requirements.txt"):
+        assert f"  {name}" in out
+    assert "would upload to model me/sae-rad (private=False)" in out
+    assert "space me/sae-rad-demo" in out and "models=['me/sae-rad']" in out
+    staged = _stage_space(push_plan(str(built), "me/sae-rad", "me/sae-rad-demo")["space"])
+    assert "models:\n  - me/sae-rad" in open(os.path.join(staged, "README.md")).read()
+    assert '"me/sae-rad"' in open(os.path.join(staged, "app.py")).read()
+
+
+def test_push_without_a_token_fails_in_one_sentence(built, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    run = subprocess.run([sys.executable, "-m", "saerad", "push", str(built), "--repo-id", "me/x"],
+                         capture_output=True, text=True, env={**os.environ}, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "no Hugging Face token" in run.stderr
+
+
+def test_push_to_an_unreachable_hub_fails_cleanly(built, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="cannot reach the Hugging Face Hub"):
+        push(str(built), "me/x", token="hf_fake")
