@@ -82,7 +82,8 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
         "dead_fraction": _fmt(training.get("dead_fraction")), "describer": interp.get("describer", "n/a"),
         "n_live": interp.get("n_live", "n/a"), "median_auroc": _fmt(interp.get("median_auroc")),
-        "frac_good": _fmt(interp.get("frac_live_auroc_ge_0_75")), "score_threshold": _fmt(info.get("min_feature_score")),
+        "frac_good": _fmt(interp.get("frac_live_auroc_ge_0_75")),
+        "score_threshold": _fmt(info.get("min_feature_score")),
         "results": results_text,
         "intended_use": ("This model was trained on phantom radiographs (procedurally drawn images paired with real IU "
                          "X-ray report text) to demonstrate the method offline; it knows nothing of real radiographs."

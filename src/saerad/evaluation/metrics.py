@@ -200,31 +200,31 @@ class ChexpertF1:
 METRICS = {m.name: m for m in (Bleu, RougeL, Meteor, CiderD, ChexpertF1)}
 
 
+def _score(metric, predictions: Sequence[str], references: Sequence[str], **kwargs) -> dict:
+    _check(predictions, references)
+    return metric.aggregate(metric.stats(predictions, references, **kwargs))
+
+
 def bleu(predictions: Sequence[str], references: Sequence[str]) -> dict:
     """Corpus BLEU-1..4 (keys `bleu_1`..`bleu_4`)."""
-    _check(predictions, references)
-    return Bleu.aggregate(Bleu.stats(predictions, references))
+    return _score(Bleu, predictions, references)
 
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict:
     """ROUGE-L (key `rouge_l`)."""
-    _check(predictions, references)
-    return RougeL.aggregate(RougeL.stats(predictions, references))
+    return _score(RougeL, predictions, references)
 
 
 def meteor(predictions: Sequence[str], references: Sequence[str]) -> dict:
     """METEOR (key `meteor`); raises `LookupError` naming the fix when WordNet is missing."""
-    _check(predictions, references)
-    return Meteor.aggregate(Meteor.stats(predictions, references))
+    return _score(Meteor, predictions, references)
 
 
 def cider(predictions: Sequence[str], references: Sequence[str]) -> dict:
     """CIDEr-D (key `cider`)."""
-    _check(predictions, references)
-    return CiderD.aggregate(CiderD.stats(predictions, references))
+    return _score(CiderD, predictions, references)
 
 
 def chexpert_f1(predictions: Sequence[str], references: Sequence[str], uncertain_as_positive: bool = True) -> dict:
     """CheXpert-style F1 (keys `micro_f1_14`, `macro_f1_14`, `micro_f1_5`, `macro_f1_5`, `f1_<observation>`)."""
-    _check(predictions, references)
-    return ChexpertF1.aggregate(ChexpertF1.stats(predictions, references, uncertain_as_positive))
+    return _score(ChexpertF1, predictions, references, uncertain_as_positive=uncertain_as_positive)

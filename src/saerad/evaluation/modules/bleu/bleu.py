@@ -1,28 +1,5 @@
-"""saerad `bleu` metric as an `evaluate` module (loads offline from this folder)."""
+"""saerad `bleu` metric as an `evaluate` module: `evaluate.load("path/to/bleu")` works offline."""
 
-import datasets
-import evaluate
+from saerad.evaluation.evaluate_modules import make_metric
 
-from saerad.evaluation import metrics
-
-_DESCRIPTION = "Corpus BLEU-1..4 on lower-cased, punctuation-free tokens (report-generation convention)."
-_CITATION = "saerad: SAE-Rad, interpretable chest X-ray report generation (arXiv 2410.03334)."
-_KWARGS = """
-Args:
-    predictions: generated reports (strings).
-    references: reference reports (strings), one per prediction.
-Returns: a dict of floats keyed as saerad.evaluation.metrics.bleu documents.
-"""
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class Bleu(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")}),
-        )
-
-    def _compute(self, predictions, references):
-        return metrics.bleu(predictions, references)
+Bleu = make_metric("bleu")
