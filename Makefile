@@ -26,8 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/saerad --help
-	$(BIN)/python examples/tiny_generate.py
+	$(BIN)/saerad demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -45,7 +45,8 @@ def batches():
         for s in range(0, n - batch + 1, batch):
             yield x[order[s:s + batch]]
 cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=args["lr"],
-                       lr_warm_up_steps=steps // 20, lr_decay_steps=steps // 5, n_batches_for_norm_estimate=20)
+                       lr_end=0.0, lr_warm_up_steps=steps // 20, lr_decay_steps=steps // 5,
+                       n_batches_for_norm_estimate=20)
 trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batches())
 start = time.perf_counter()
 trainer.fit()

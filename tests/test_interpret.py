@@ -208,3 +208,14 @@ def test_openai_describer_gives_up_with_a_clear_error(tmp_path):
     describer = OpenAIDescriber("http://127.0.0.1:9/v1", retries=1, backoff=0.01, cache_dir=str(tmp_path), timeout=2)
     with pytest.raises(ValueError, match="no usable answer after 2 tries"):
         describer(["a"], ["b"])
+
+
+def test_credentialed_text_to_a_remote_endpoint_is_warned_about(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="saerad.interpret.describe"):
+        OpenAIDescriber("https://llm.example.org/v1", cache_dir=str(tmp_path), credentialed=True)
+        OpenAIDescriber("http://localhost:8000/v1", cache_dir=str(tmp_path), credentialed=True)
+        OpenAIDescriber("https://llm.example.org/v1", cache_dir=str(tmp_path), credentialed=False)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "llm.example.org" in warnings[0] and "data use agreement" in warnings[0]

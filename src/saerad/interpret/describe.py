@@ -63,7 +63,7 @@ def tag_description(description: str) -> tuple[list[dict], str]:
 
 def _concept(sentence: str) -> tuple:
     """What a sentence states: its labeler findings (label, presence, side) if any, else its normalised text."""
-    found = sorted({(m["label"], m["status"] != "negative", m["laterality"]) for m in label_mentions(sentence)})
+    found = sorted({(m["label"], m["status"] != "negative", m["laterality"] or "") for m in label_mentions(sentence)})
     return ("findings", tuple(found)) if found else ("text", normalize_sentence(sentence))
 
 

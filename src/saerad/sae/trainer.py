@@ -146,7 +146,10 @@ class Trainer:
 
     def batch_rows(self, step: int) -> torch.Tensor:
         epoch, position = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch))
+        if getattr(self, "_order_epoch", None) != epoch:  # one permutation per epoch, a function of seed and epoch
+            generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._order, self._order_epoch = torch.randperm(self.n, generator=generator), epoch
+        order = self._order
         start = position * self.batch + self.acc.process_index * self.local
         return order[start : start + self.local]
 
