@@ -1,7 +1,10 @@
 """A site-packages folder holding only some distributions and what they require: "an environment without saerad"."""
 
+import json
 import os
 import re
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -45,3 +48,48 @@ def make_site(target: Path, roots: list[str]) -> Path:
             if src.exists() and not dst.exists():
                 os.symlink(src, dst)
     return target
+
+
+REMOTE_SCRIPT = r"""
+import json, sys, torch
+for banned in ("saerad", "configuration_saerad", "modeling_saerad", "datasets", "accelerate", "gradio", "peft"):
+    try:
+        __import__(banned)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"{banned} is importable in the minimal environment")
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from PIL import Image
+folder, pixels_path = sys.argv[1], sys.argv[2]
+config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+pixels = torch.load(pixels_path)
+out = model.generate(pixels, return_dict_in_generate=True)
+image = Image.new("L", (40, 50), 128)
+print(json.dumps({
+    "config": config.to_dict(),
+    "activations": out.feature_activations.tolist(),
+    "reports": out.reports,
+    "sentences": out.sentences,
+    "processed_shape": list(processor(images=image, return_tensors="pt")["pixel_values"].shape),
+}))
+"""
+
+
+def generate_without_saerad(model_dir: Path, pixels, tmp_path: Path) -> dict:
+    """Load `model_dir` with the Auto classes (remote code) in a fresh process that has only torch, transformers,
+    safetensors and pillow, run generate on `pixels`, and return what it saw (config, activations, reports...)."""
+    import torch
+
+    site = make_site(tmp_path / "site", ["torch", "transformers", "safetensors", "pillow"])
+    assert not (site / "saerad").exists() and not (site / "datasets").exists()
+    torch.save(pixels, tmp_path / "pixels.pt")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
+    run = subprocess.run([sys.executable, "-S", "-c", REMOTE_SCRIPT, str(model_dir), str(tmp_path / "pixels.pt")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])

@@ -5,14 +5,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from test_roundtrip import REMOTE_SCRIPT
 
 from saerad.cli import main
 from saerad.hub import _stage_space, build, push, push_plan
 
 from fixtures import make_paired_folder
-from minimal_env import make_site
+from minimal_env import generate_without_saerad
 
 
 @pytest.fixture
@@ -58,14 +56,7 @@ def test_built_folder_round_trips_in_an_environment_without_saerad(built, tmp_pa
     processor = AutoImageProcessor.from_pretrained(built)
     image = Image.fromarray((np.random.default_rng(1).random((64, 64)) * 255).astype(np.uint8))
     pixels = processor(images=image, return_tensors="pt")["pixel_values"]
-    torch.save(pixels, tmp_path / "pixels.pt")
-    site = make_site(tmp_path / "site", ["torch", "transformers", "safetensors", "pillow"])
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HF_HOME": str(tmp_path / "hf"),
-           "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-    run = subprocess.run([sys.executable, "-S", "-c", REMOTE_SCRIPT, str(built), str(tmp_path / "pixels.pt")],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    remote = json.loads(run.stdout.strip().splitlines()[-1])
+    remote = generate_without_saerad(built, pixels, tmp_path)
     out = model.generate(pixels, return_dict_in_generate=True)
     assert remote["activations"] == out.feature_activations.tolist() and remote["reports"] == out.reports
 

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from modeling_saerad import SAERadModel
 
 from conftest import tiny_model
-from minimal_env import make_site
+from minimal_env import generate_without_saerad
 
 
 def comparable(config: dict) -> dict:
@@ -21,33 +19,6 @@ def comparable(config: dict) -> dict:
     return {k: comparable(v) if isinstance(v, dict) else v for k, v in config.items() if k not in skip}
 
 
-REMOTE_SCRIPT = r"""
-import json, sys, torch
-for banned in ("saerad", "configuration_saerad", "modeling_saerad", "datasets", "accelerate", "gradio", "peft"):
-    try:
-        __import__(banned)
-    except ImportError:
-        pass
-    else:
-        raise SystemExit(f"{banned} is importable in the minimal environment")
-from transformers import AutoConfig, AutoImageProcessor, AutoModel
-from PIL import Image
-folder, pixels_path = sys.argv[1], sys.argv[2]
-config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-pixels = torch.load(pixels_path)
-out = model.generate(pixels, return_dict_in_generate=True)
-image = Image.new("L", (40, 50), 128)
-print(json.dumps({
-    "config": config.to_dict(),
-    "activations": out.feature_activations.tolist(),
-    "reports": out.reports,
-    "sentences": out.sentences,
-    "processed_shape": list(processor(images=image, return_tensors="pt")["pixel_values"].shape),
-}))
-"""
 
 
 def test_save_writes_the_hub_layout(model_dir):
@@ -86,16 +57,8 @@ def test_auto_classes_load_the_folder_with_remote_code(model, model_dir):
 
 
 def test_fresh_process_without_saerad_gives_identical_activations_and_reports(model, model_dir, tmp_path):
-    site = make_site(tmp_path / "site", ["torch", "transformers", "safetensors", "pillow"])
-    assert not (site / "saerad").exists() and not (site / "datasets").exists()
     pixels = torch.randn(3, 3, 32, 32)
-    torch.save(pixels, tmp_path / "pixels.pt")
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HF_HOME": str(tmp_path / "hf"),
-           "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-    run = subprocess.run([sys.executable, "-S", "-c", REMOTE_SCRIPT, str(model_dir), str(tmp_path / "pixels.pt")],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    remote = json.loads(run.stdout.strip().splitlines()[-1])
+    remote = generate_without_saerad(model_dir, pixels, tmp_path)
     out = model.generate(pixels, return_dict_in_generate=True)
     local_config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True).to_dict()
     assert comparable(remote["config"]) == comparable(json.loads(json.dumps(local_config)))
