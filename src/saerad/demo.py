@@ -87,7 +87,7 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
 
     test = dataset["test"]
     for row in test.select(range(N_EXAMPLES)):
-        result = generate(model, processor, [_png(row["image"])])[0]
+        result = generate(model, processor, [row["image"]])[0]
         print(f"\n-- test report {row['id']} (phantom drawn from MeSH: {', '.join(row['mesh'])})")
         print(f"REAL:      {row['findings']}")
         print("GENERATED:")
@@ -110,10 +110,3 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
           f"Everything is in {work} ({time.perf_counter() - start:.0f} s).")
     return results
 
-
-def _png(image) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()

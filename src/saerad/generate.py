@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any, Sequence
 
-from .data.images import ImageSource, load_image
+from .data.images import ImageSource, load_image, to_grayscale
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -32,10 +32,13 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
 
 
 def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_size: int = 8) -> list[dict]:
-    """Write one report per image: text, FINDINGS, IMPRESSION, sentences with feature ids, omitted features."""
+    """Write one report per image (a path, bytes, a stream or a PIL image): text, FINDINGS, IMPRESSION, sentences
+    with feature ids, omitted features."""
     import torch
+    from PIL import Image
 
-    loaded = [load_image(image) for image in images]  # fail on a bad file before any compute
+    # A PIL image (a dataset row) is used as it is; files and bytes go through the loader. Fail before any compute.
+    loaded = [to_grayscale(im) if isinstance(im, Image.Image) else load_image(im) for im in images]
     results = []
     for start in range(0, len(loaded), batch_size):
         batch = loaded[start : start + batch_size]

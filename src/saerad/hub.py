@@ -30,7 +30,7 @@ def _yaml(meta: dict) -> str:
                     lines.append(f"{pad}{k}:")
                     lines += emit(v, indent + 1)
                 else:
-                    lines.append(f"{pad}{k}: {json.dumps(v) if not isinstance(v, (dict, list)) else json.dumps(v)}")
+                    lines.append(f"{pad}{k}: {json.dumps(v)}")
         else:
             for item in value:
                 sub = emit(item, indent + 1) if isinstance(item, (dict, list)) else [f"{pad}  {json.dumps(item)}"]
@@ -202,10 +202,10 @@ def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: 
     token = token or get_token()
     if not token:
         raise PermissionError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
-    if json.loads((Path(model_dir) / "saerad_build.json").read_text()).get("dataset", "").startswith("mimic") \
-            if (Path(model_dir) / "saerad_build.json").exists() else False:
-        if not private:
-            raise PermissionError("this model's descriptions derive from MIMIC-CXR reports: push it with --private")
+    build_info = Path(model_dir) / "saerad_build.json"
+    dataset = json.loads(build_info.read_text()).get("dataset") or "" if build_info.exists() else ""
+    if dataset.startswith("mimic") and not private:
+        raise PermissionError("this model's descriptions derive from MIMIC-CXR reports: push it with --private")
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -20,8 +19,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

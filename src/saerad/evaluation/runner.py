@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Optional, Sequence
 from .metrics import METRICS
 from .stats import bootstrap_ci, paired_randomization
 
-logger = logging.getLogger(__name__)
 BASELINES = ("normal", "retrieval", "oracle")
 TABLE_KEYS = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_1", "bleu_4", "rouge_l", "meteor",
               "cider")

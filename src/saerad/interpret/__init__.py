@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import random
 from pathlib import Path
@@ -17,7 +16,6 @@ from .describe import Corpus, extractive_description, make_describer, tag_descri
 from .mine import load_sae, mine
 from .score import ReportIndex, score_features
 
-logger = logging.getLogger(__name__)
 SCORE_THRESHOLD = 0.75
 ULTRA_DENSE = 0.5  # features firing on more than half the images describe nothing in particular
 
@@ -102,7 +100,7 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
             if llm is None:
                 description = extractive_description(corpus, rows)
             else:
-                active = {r for r in rows}
+                active = set(rows)
                 quiet = [r for r in range(len(train_texts)) if r not in active]
                 contrast = [train_texts[r] for r in rng.sample(quiet, min(len(quiet), len(rows)))]
                 description = llm([train_texts[r] for r in rows], contrast)

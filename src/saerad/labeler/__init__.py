@@ -77,12 +77,12 @@ class _Sentence:
 
     def status(self, start: int, end: int) -> str:
         """Status of the mention at [start, end) from the nearest trigger in scope on each side."""
-        before = [(t[0][1], status) for t, status in ((t, t[1]) for t in self.triggers)
-                  if t[2] == "pre" and t[0][1] <= start and _words(self.text[t[0][1]:start]) <= PRE_WINDOW
-                  and not self._blocked(t[0][1], start)]
-        after = [(-t[0][0], t[1]) for t in self.triggers
-                 if t[2] == "post" and t[0][0] >= end and _words(self.text[end:t[0][0]]) <= POST_WINDOW
-                 and not self._blocked(end, t[0][0])]
+        before = [(e, status) for (s, e), status, kind in self.triggers
+                  if kind == "pre" and e <= start and _words(self.text[e:start]) <= PRE_WINDOW
+                  and not self._blocked(e, start)]
+        after = [(-s, status) for (s, e), status, kind in self.triggers
+                 if kind == "post" and s >= end and _words(self.text[end:s]) <= POST_WINDOW
+                 and not self._blocked(end, s)]
         found = {max(before)[1] if before else None, max(after)[1] if after else None}
         if "uncertain" in found:
             return "uncertain"

@@ -108,7 +108,7 @@ class Trainer:
         self.x = x * self.scale
         self.n = n
         world = self.acc.num_processes
-        self.batch = min(config.batch_size, n - n % world if n >= world else n)
+        self.batch = min(config.batch_size, n if n < world else n - n % world)
         if self.batch % world:
             raise ValueError(f"batch_size {self.batch} must be divisible by the number of processes ({world})")
         self.local = self.batch // world
@@ -190,10 +190,11 @@ class Trainer:
         if self.sae.unit_norm_decoder:
             with torch.no_grad():
                 self.sae.W_dec /= self.sae.W_dec.norm(dim=1, keepdim=True)
-        fired = self.acc.reduce((out.f.detach() > 0).any(0).float(), "sum").cpu() > 0
+        active = out.f.detach() > 0
+        fired = self.acc.reduce(active.any(0).float(), "sum").cpu() > 0
         self.since_fired += self.batch
         self.since_fired[fired] = 0
-        l0 = float(self.acc.reduce((out.f.detach() > 0).float().sum(-1).mean(), "mean"))
+        l0 = float(self.acc.reduce(active.float().sum(-1).mean(), "mean"))
         self.l0_ema = l0 if self.l0_ema is None else 0.9 * self.l0_ema + 0.1 * l0
         if self.cfg.target_l0 and self.cfg.architecture != "topk" and step >= self.controller_start:
             # L0 answers the coefficient with a lag, and a gate closed everywhere never reopens: so the controller
@@ -257,9 +258,9 @@ class Trainer:
         if not (folder / "state.json").exists():
             return False
         meta = json.loads((folder / "state.json").read_text())
-        saved, current = dict(meta["config"]), asdict(self.cfg)
-        saved.pop("max_steps", None), current.pop("max_steps", None)
-        saved.pop("checkpoint_every", None), current.pop("checkpoint_every", None)
+        free = ("max_steps", "checkpoint_every")  # may change between an interrupted run and its resumption
+        saved = {k: v for k, v in meta["config"].items() if k not in free}
+        current = {k: v for k, v in asdict(self.cfg).items() if k not in free}
         if saved != current:
             diff = sorted(k for k in current if saved.get(k) != current[k])
             raise ValueError(f"{folder}: checkpoint was made with other settings ({', '.join(diff)}); "
