@@ -18,7 +18,7 @@ from saerad.interpret.describe import (
     tag_description,
 )
 from saerad.interpret.mine import mine
-from saerad.interpret.score import ReportIndex, auroc
+from saerad.interpret.score import ReportIndex, auroc, score_features
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec "
          "romeo sierra tango uniform victor whiskey xray yankee zulu amber basil cedar dune ember fjord").split()
@@ -112,7 +112,26 @@ def test_normal_anatomy_features_get_normal_descriptions_scored_on_normal_report
     findings, section = tag_description("The heart size is normal.")
     assert findings == [{"label": "Cardiomegaly", "status": "negative", "laterality": None, "severity": None}]
     index = ReportIndex(["Normal heart size.", "Moderate cardiomegaly.", "Heart is not enlarged."])
-    assert [index.states(i, findings, "The heart size is normal.") for i in range(3)] == [True, False, True]
+    assert [index.states(i, findings, "The heart size is normal.") for i in range(3)] == [1.0, 0.0, 1.0]
+
+
+def test_detection_score_is_how_well_the_description_predicts_firing():
+    reports = ["Moderate cardiomegaly."] * 100 + ["The heart size is normal."] * 900
+    index = ReportIndex(reports)
+    features = [{"id": i, "description": "The heart is enlarged.", "findings": tag_description("The heart is "
+                                                                                              "enlarged.")[0]}
+                for i in range(3)]
+    acts = np.zeros((1000, 3))
+    acts[:10, 0] = 1.0  # fires on a tenth of the cardiomegaly rows and nowhere else: precise, so predictable
+    acts[:100, 1] = 1.0
+    acts[100:500, 1] = 1.0  # fires on every cardiomegaly row and on 400 normal ones: the description misses most
+    acts[::2, 2] = 1.0  # fires on every other row, whatever the report says
+    score_features(features, acts, index)
+    assert features[0]["score"] == pytest.approx(0.5 * (1 + 1 - 90 / 990))
+    assert features[1]["score"] == pytest.approx(0.5 * (1 + 100 / 500 - 0))
+    assert features[2]["score"] == pytest.approx(0.5)
+    described = {"id": 0, "description": "Lungs are clear. No effusion.", "findings": []}
+    assert ReportIndex(["Lungs are clear."]).states(0, [], described["description"]) == 0.5
 
 
 def test_auroc_known_values():

@@ -1,9 +1,12 @@
 """Interpretability scores: does a feature's description predict when it fires?
 
-For each feature, on held-out rows: the AUROC of its activation as a predictor of "the reference report states what
-the description states". A description with labeler findings is matched on them (label and presence, and side
-where both state one), so a normal-anatomy description ("The heart size is normal.") is scored on "the report states
-it normal"; a description without findings is matched on its normalised sentences.
+Detection scoring (Paulo et al. 2024, with the reference report as the simulator's evidence): on held-out rows, the
+prediction for a row is how much of the description its reference report states, the truth is whether the feature
+fires there, and the score is the AUROC of that prediction. A description with labeler findings is matched on them
+(label and presence, and side where both state one), so "The heart size is normal." is predicted wherever the report
+states the heart normal; a description without findings is matched on its normalised sentences. A feature scores
+high only when the reports of the rows it fires on state its description and the reports of the other rows do not,
+whatever its firing frequency.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ class ReportIndex:
         self.mentions = [label_mentions(r or "") for r in reports]
         self.sentences = [{normalize_sentence(s) for s in split_sentences(r or "")} for r in reports]
 
-    def states(self, i: int, findings: list, description: str) -> bool:
+    def states(self, i: int, findings: list, description: str) -> float:
+        """The fraction of the description's findings (or, without findings, of its sentences) report i states."""
         if findings:
-            return all(self._states_finding(i, f) for f in findings)
+            return sum(self._states_finding(i, f) for f in findings) / len(findings)
         wanted = {normalize_sentence(s) for s in split_sentences(description)}
-        return bool(wanted & self.sentences[i])
+        return len(wanted & self.sentences[i]) / len(wanted) if wanted else 0.0
 
     def _states_finding(self, i: int, finding: dict) -> bool:
         present = finding["status"] != "negative"
@@ -60,10 +64,11 @@ class ReportIndex:
 
 
 def score_features(features: list[dict], activations: np.ndarray, index: ReportIndex) -> None:
-    """Write each described feature's AUROC into `feature["score"]` (None when undefined)."""
+    """Write each described feature's detection AUROC into `feature["score"]` (None when it fires on all held-out
+    rows or on none)."""
     for feature in features:
         if not feature["description"]:
             feature["score"] = None
             continue
-        labels = [index.states(i, feature["findings"], feature["description"]) for i in range(activations.shape[0])]
-        feature["score"] = auroc(activations[:, feature["id"]], labels)
+        predicted = [index.states(i, feature["findings"], feature["description"]) for i in range(activations.shape[0])]
+        feature["score"] = auroc(predicted, activations[:, feature["id"]] > 0)
