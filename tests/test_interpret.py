@@ -77,10 +77,12 @@ def test_mining_equals_a_dense_brute_force():
     torch.nn.init.normal_(sae.W_dec)
     sae.b_enc.data.fill_(-1.5)
     x = torch.randn(300, 8)
-    mined = mine(sae, x, k=5, batch_size=37)
-    dense = sae.encode(x)
+    mined = mine(sae, x, k=5, batch_size=37, keep_firing=True)
+    dense = sae.encode(x).detach()
+    firing = mined.firing_rows()
     for feature in range(16):
         column = dense[:, feature]
+        assert firing[feature] == (column > 0).nonzero().flatten().tolist()
         expected = sorted(((float(v), i) for i, v in enumerate(column) if v > 0), reverse=True)[:5]
         got = mined.exemplars(feature)
         assert [r for r, _ in got] == [i for _, i in expected]
@@ -132,6 +134,21 @@ def test_detection_score_is_how_well_the_description_predicts_firing():
     assert features[2]["score"] == pytest.approx(0.5)
     described = {"id": 0, "description": "Lungs are clear. No effusion.", "findings": []}
     assert ReportIndex(["Lungs are clear."]).states(0, [], described["description"]) == 0.5
+
+
+def test_detection_describer_states_what_predicts_firing_not_what_is_common():
+    normal = "The heart size is normal. No pneumothorax."
+    reports = ([f"{normal} Small left pleural effusion."] * 8 + [normal] * 2 + [normal] * 80
+               + ["Low lung volumes. No pneumothorax."] * 10)
+    corpus = Corpus(reports)
+    # fires on 8 effusion reports and 2 normal ones: the effusion predicts it; normal sentences are everywhere
+    description = extractive_description(corpus, list(range(10)), firing=list(range(10)))
+    assert description == "Small left pleural effusion."
+    assert extractive_description(corpus, [90, 91], firing=list(range(90, 100))) == "Low lung volumes."
+    assert extractive_description(corpus, [], firing=[]) == ""
+    # a feature of one rare image is described by what is rare in its report
+    lone = Corpus([f"{normal} Tiny calcified granuloma."] + [normal] * 50)
+    assert extractive_description(lone, [0], firing=[0]) == "Tiny calcified granuloma."
 
 
 def test_auroc_known_values():

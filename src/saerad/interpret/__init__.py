@@ -73,6 +73,7 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
     sae, sae_config = load_sae(sae_dir)
     x, ids = load_embeddings(embeddings)
     manifest = read_manifest(embeddings) or {}
+    llm = make_describer(describer, credentialed=str(manifest.get("dataset", "")).startswith("mimic-cxr"))
     texts = read_reports(reports, ids, manifest.get("split"))
     if score_embeddings:
         hx, hids = load_embeddings(score_embeddings)
@@ -85,9 +86,9 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
         train_x, train_texts = x[torch.from_numpy(~mask)], [t for t, m in zip(texts, mask) if not m]
         train_ids = [i for i, m in zip(ids, mask) if not m]
         hx, held_texts = x[torch.from_numpy(mask)], [t for t, m in zip(texts, mask) if m]
-    mined = mine(sae, train_x, k=top_k)
+    mined = mine(sae, train_x, k=top_k, keep_firing=llm is None)
+    firing = mined.firing_rows() if llm is None else None
     corpus = Corpus(train_texts)
-    llm = make_describer(describer, credentialed=str(manifest.get("dataset", "")).startswith("mimic-cxr"))
     rng = random.Random(seed)
     features = []
     for fid in tqdm(range(sae.W_enc.shape[1]), desc=f"describing ({describer})", unit="feature"):
@@ -98,7 +99,7 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
         if not flags:
             rows = [r for r, _ in exemplars]
             if llm is None:
-                description = extractive_description(corpus, rows)
+                description = extractive_description(corpus, rows, firing=firing[fid])
             else:
                 active = set(rows)
                 quiet = [r for r in range(len(train_texts)) if r not in active]

@@ -67,6 +67,11 @@ def _concept(sentence: str) -> tuple:
     return ("findings", tuple(found)) if found else ("text", normalize_sentence(sentence))
 
 
+def _atoms(concept: tuple) -> frozenset:
+    """The single statements of a sentence's concept: one per finding, or the sentence's text."""
+    return frozenset(("findings", (f,)) for f in concept[1]) if concept[0] == "findings" else frozenset([concept])
+
+
 class Corpus:
     """Sentences and concepts of every report, with document frequencies, for contrastive scoring."""
 
@@ -74,6 +79,8 @@ class Corpus:
         self.sentences: list[list[tuple[str, tuple, bool]]] = []  # (sentence, concept, free of de-id tokens)
         self.concepts: list[set] = []
         self.df: Counter = Counter()
+        self.atoms: list[set] = []  # single statements (one finding, or one finding-free sentence) per report
+        self.atom_df: Counter = Counter()
         memo: dict = {}
         for report in reports:
             items = []
@@ -88,12 +95,54 @@ class Corpus:
             concepts = {concept for _, concept, _ in items}
             self.concepts.append(concepts)
             self.df.update(concepts)
+            atoms = set().union(*(_atoms(c) for c in concepts)) if concepts else set()
+            self.atoms.append(atoms)
+            self.atom_df.update(atoms)
         self.n = max(1, len(reports))
 
 
+def detection_description(corpus: Corpus, firing: Sequence[int], prior: float = 2.0, min_rows: int = 2) -> str:
+    """The report sentence whose statement best predicts where the feature fires on the corpus (in-sample detection
+    AUROC, its rates shrunk toward the corpus rate by `prior` pseudo-rows), stated as plainly as the reports do."""
+    firing = sorted({r for r in firing if r >= 0})
+    n_fire, n_quiet = len(firing), corpus.n - len(firing)
+    if n_fire == 0 or n_quiet <= 0:
+        return ""
+    counts: Counter = Counter()
+    for r in firing:
+        counts.update(corpus.atoms[r])
+    best, best_score = None, 0.5
+    for atom, c in counts.items():
+        if c < min(min_rows, n_fire):
+            continue
+        base = corpus.atom_df[atom] / corpus.n
+        tpr = (c + prior * base) / (n_fire + prior)
+        fpr = (corpus.atom_df[atom] - c + prior * base) / (n_quiet + prior)
+        score = 0.5 * (1 + tpr - fpr)
+        if score > best_score or (score == best_score and best is not None and repr(atom) < repr(best)):
+            best, best_score = atom, score
+    if best is None:
+        return ""
+    # Say it with the firing reports' own sentence: one that states only this, else the most common one that states
+    # it (sentences that lost a de-id token last, then shorter).
+    options: Counter = Counter()
+    for r in firing:
+        for sentence, concept, clean in corpus.sentences[r]:
+            atoms = _atoms(concept)
+            if best in atoms:
+                options[(len(atoms) > 1, not clean, sentence)] += 1
+    (_, _, sentence), _ = min(options.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1], len(kv[0][2]), kv[0][2]))
+    sentence = sentence[0].upper() + sentence[1:]
+    return sentence if sentence.endswith((".", "!", "?")) else sentence + "."
+
+
 def extractive_description(corpus: Corpus, rows: Sequence[int], max_sentences: int = 3,
-                           min_support: float = 0.3) -> str:
-    """One to three report sentences stating what the exemplar reports share and the corpus at large does not."""
+                           min_support: float = 0.3, firing: Optional[Sequence[int]] = None) -> str:
+    """Report sentences stating what the feature's reports share: with `firing` (every corpus row where it fires),
+    the one statement that best predicts its firing (`detection_description`); otherwise one to three sentences
+    enriched among the exemplar `rows` relative to the corpus."""
+    if firing is not None:
+        return detection_description(corpus, firing)
     rows = [r for r in rows if r >= 0]
     if not rows:
         return ""

@@ -9,6 +9,7 @@ import json
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file
@@ -40,6 +41,14 @@ class Mined:
     mean_activation: torch.Tensor  # (d_sae,) mean activation when firing
     max_activation: torch.Tensor  # (d_sae,)
     n: int
+    firing: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (rows, features) of every activation, if kept
+
+    def firing_rows(self) -> list[list[int]]:
+        """For each feature, the rows where it fired (needs `mine(..., keep_firing=True)`)."""
+        rows, feats = self.firing
+        order = torch.argsort(feats, stable=True)
+        counts = torch.bincount(feats, minlength=len(self.frequency)).tolist()
+        return [part.tolist() for part in torch.split(rows[order], counts)]
 
     def exemplars(self, feature: int) -> list[tuple[int, float]]:
         """(row, activation) of a feature's exemplars, strongest first."""
@@ -47,17 +56,23 @@ class Mined:
 
 
 @torch.no_grad()
-def mine(sae: SparseAutoencoder, x: torch.Tensor, k: int = 32, batch_size: int = 4096) -> Mined:
-    """Stream `x` through the SAE keeping each feature's k strongest rows (ties: earlier row first)."""
+def mine(sae: SparseAutoencoder, x: torch.Tensor, k: int = 32, batch_size: int = 4096,
+         keep_firing: bool = False) -> Mined:
+    """Stream `x` through the SAE keeping each feature's k strongest rows (ties: earlier row first), and with
+    `keep_firing` where every feature fired (O(n * L0) memory)."""
     d_sae = sae.W_enc.shape[1]
     top_values = torch.zeros(d_sae, k)
     top_rows = torch.full((d_sae, k), -1, dtype=torch.long)
     count, total = torch.zeros(d_sae), torch.zeros(d_sae)
     peak = torch.zeros(d_sae)
+    fired_rows, fired_feats = [], []
     for start in range(0, len(x), batch_size):
         f = sae.encode(sae.normalize(x[start : start + batch_size].float()))  # (b, d_sae)
         rows, feats = f.nonzero(as_tuple=True)  # activations are sparse: one dense pass, then sparse work
         values = f[rows, feats]
+        if keep_firing:
+            fired_rows.append((rows + start).int())
+            fired_feats.append(feats.int())
         count += torch.bincount(feats, minlength=d_sae)
         total += torch.bincount(feats, weights=values, minlength=d_sae)
         peak = peak.scatter_reduce(0, feats, values, reduce="amax")
@@ -79,4 +94,5 @@ def mine(sae: SparseAutoencoder, x: torch.Tensor, k: int = 32, batch_size: int =
         best = values.topk(k, dim=1, sorted=True)
         top_values, top_rows = best.values, torch.cat([top_rows, cand_rows], dim=1).gather(1, best.indices)
     top_rows = torch.where(top_values > 0, top_rows, torch.full_like(top_rows, -1))
-    return Mined(top_values, top_rows, count / len(x), total / count.clamp_min(1), peak, len(x))
+    firing = (torch.cat(fired_rows).long(), torch.cat(fired_feats).long()) if keep_firing and fired_rows else None
+    return Mined(top_values, top_rows, count / len(x), total / count.clamp_min(1), peak, len(x), firing)
