@@ -62,17 +62,17 @@ print(json.dumps({"seconds": seconds, "fvu": fvu, "l0": l0}))
 """
 
 
-def saerad_side(x: torch.Tensor, arch: str, d_sae: int, k: int, target_l0, batch: int, steps: int, lr: float) -> dict:
+def saerad_side(x: torch.Tensor, arch: str, d_sae: int, k: int, l1: float, batch: int, steps: int, lr: float) -> dict:
     from saerad.sae import TrainConfig, Trainer
 
     n = len(x)
     epochs = max(1, round(steps * batch / n))
-    config = TrainConfig(architecture=arch, d_sae=d_sae, k=k, target_l0=target_l0, epochs=epochs, batch_size=batch,
-                         lr=lr, max_steps=steps, log_every=0)
+    # The same objective as SAELens' standard SAE: L1 times decoder norms with a fixed coefficient, no L0 controller.
+    config = TrainConfig(architecture=arch, d_sae=d_sae, k=k, sparsity_coef=l1 if arch == "relu" else None,
+                         epochs=epochs, batch_size=batch, lr=lr, max_steps=steps, log_every=0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, x, tmp)
         trainer.total_steps = steps  # same schedule length as SAELens
-        trainer.controller_start = steps // 4
         start = time.perf_counter()
         for step in range(steps):
             trainer._train_step(step)
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--embeddings", help=".npy (n, d); default: synthetic sparse embeddings (n=40k, d=192)")
     parser.add_argument("--d-sae", type=int, default=3072)
     parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--l1", type=float, default=2.0, help="SAELens ReLU l1 coefficient (saerad matches its L0)")
+    parser.add_argument("--l1", type=float, default=2.0, help="L1 coefficient of the ReLU SAE (both sides)")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -114,8 +114,7 @@ def main() -> None:
             if run.returncode != 0:
                 sys.exit(f"SAELens side failed:\n{run.stderr[-3000:]}")
             theirs = json.loads(run.stdout.strip().splitlines()[-1])
-            target = theirs["l0"] if arch == "relu" else None
-            ours = saerad_side(x, arch, args.d_sae, args.k, target, args.batch, args.steps, args.lr)
+            ours = saerad_side(x, arch, args.d_sae, args.k, args.l1, args.batch, args.steps, args.lr)
             rows.append((arch, ours, theirs))
     n = args.steps * args.batch
     print(f"{n} embeddings ({args.steps} steps of {args.batch}), d_in={x.shape[1]}, d_sae={args.d_sae}, "

@@ -127,3 +127,34 @@ def test_two_processes_train_data_parallel_to_the_same_quality(atoms, tmp_path):
     two = json.loads((tmp_path / "two" / "training_metrics.json").read_text())
     assert json.loads((tmp_path / "two" / "sae_config.json").read_text())["num_processes"] == 2, run.stderr[-2000:]
     assert two["fvu"] <= one["fvu"] * 1.15 + 0.01 and two["l0"] == pytest.approx(4.0)
+
+
+def test_sparse_topk_training_loss_matches_the_dense_formulation():
+    from saerad.sae.architectures import TopKSAE
+
+    torch.manual_seed(0)
+    sae = TopKSAE(32, 128, k=4)
+    sae.initialize(torch.zeros(32), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.b_enc.normal_()
+        sae.b_dec.normal_()
+    x, dead = torch.randn(64, 32), torch.rand(128) < 0.5
+
+    def dense():
+        pre = sae.pre(x, sae.b_enc)
+        values, indices = pre.topk(4, dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
+        x_hat = sae.decode(f)
+        mse = sae.mse(x, x_hat)
+        v, i = pre.masked_fill(~dead, float("-inf")).topk(sae.k_aux, dim=-1)
+        residual = (x - x_hat).detach()
+        aux = (residual - torch.zeros_like(pre).scatter(-1, i, torch.relu(v)) @ sae.W_dec).pow(2).sum(-1).mean()
+        return mse + sae.aux_coef * aux / residual.pow(2).sum(-1).mean() * mse.detach(), f
+
+    out = sae.loss(x, 0.0, dead)
+    reference, f = dense()
+    assert torch.equal(out.f, f)
+    assert float(out.total) == pytest.approx(float(reference), rel=1e-5)
+    for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
+                            torch.autograd.grad(reference, list(sae.parameters()))):
+        assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))

@@ -88,9 +88,39 @@ class ReLUSAE(SAE):
         return LossOutput(mse + coef * sparsity, mse, sparsity, zero, f, x_hat)
 
 
+class _SelectedPre(torch.autograd.Function):
+    """ReLU of the pre-activations (x - b_dec) W_enc + b_enc at `indices` (batch, n), given their values.
+
+    The selection is computed without autograd; backward touches only the selected entries (index_add into W_enc's
+    columns and b_enc) instead of a dense (batch, d_sae) gradient and two dense matmuls.
+    """
+
+    @staticmethod
+    def forward(ctx, values, x, b_dec, W_enc, b_enc, indices):
+        ctx.save_for_backward(x, b_dec, W_enc, indices, values > 0)
+        return values.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, b_dec, W_enc, indices, positive = ctx.saved_tensors
+        g = (grad * positive).reshape(-1)
+        flat = indices.reshape(-1)
+        centred = (x - b_dec).repeat_interleave(indices.shape[1], dim=0)
+        grad_w = torch.zeros(W_enc.shape[1], W_enc.shape[0], dtype=grad.dtype, device=grad.device)
+        grad_w.index_add_(0, flat, centred * g.unsqueeze(1))
+        grad_b_enc = torch.zeros(W_enc.shape[1], dtype=grad.dtype, device=grad.device).index_add_(0, flat, g)
+        return None, None, -(W_enc @ grad_b_enc), grad_w.t(), grad_b_enc, None
+
+
+def _sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
+    """sum_j values[:, j] W_dec[indices[:, j]] without materialising the dense (batch, d_sae) activations."""
+    return nn.functional.embedding_bag(indices, W_dec, per_sample_weights=values, mode="sum")
+
+
 class TopKSAE(SAE):
     """TopK (Gao et al. 2024): keep the k largest pre-activations (ReLU), unit-norm decoder rows, and the AuxK loss
-    that lets dead latents reconstruct the residual."""
+    that lets dead latents reconstruct the residual. Training is sparse after the dense encoder matmul: k of
+    d_sae latents per row are decoded and receive gradients."""
 
     architecture = "topk"
     unit_norm_decoder = True
@@ -109,21 +139,25 @@ class TopKSAE(SAE):
         values, indices = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
 
+    def _select(self, x: torch.Tensor, pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        values, indices = pre.topk(k, dim=-1, sorted=False)
+        return _SelectedPre.apply(values, x, self.b_dec, self.W_enc, self.b_enc, indices), indices
+
     def loss(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
-        pre = self.pre(x, self.b_enc)
-        values, indices = pre.topk(self.k, dim=-1)
-        f = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
-        x_hat = self.decode(f)
+        with torch.no_grad():
+            pre = self.pre(x, self.b_enc)
+        values, indices = self._select(x, pre, self.k)
+        x_hat = _sparse_decode(values, indices, self.W_dec) + self.b_dec
         mse = self.mse(x, x_hat)
         aux = torch.zeros((), device=x.device)
         if dead is not None and dead.any():
             k_aux = min(self.k_aux, int(dead.sum()))
-            dead_pre = pre.masked_fill(~dead, float("-inf"))
-            v, i = dead_pre.topk(k_aux, dim=-1)
-            f_aux = torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+            aux_values, aux_indices = self._select(x, pre.masked_fill_(~dead, float("-inf")), k_aux)
             residual = (x - x_hat).detach()
-            aux = (residual - f_aux @ self.W_dec).pow(2).sum(-1).mean()
+            aux = (residual - _sparse_decode(aux_values, aux_indices, self.W_dec)).pow(2).sum(-1).mean()
             aux = aux / residual.pow(2).sum(-1).mean().clamp_min(1e-8) * mse.detach()  # scale-free, as in the paper
+        with torch.no_grad():
+            f = torch.zeros_like(pre).scatter_(-1, indices, values.detach())
         return LossOutput(mse + self.aux_coef * aux, mse, torch.zeros((), device=x.device), aux, f, x_hat)
 
 
