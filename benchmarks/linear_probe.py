@@ -4,15 +4,21 @@
 
 One logistic regression per phantom finding label (train split), AUROC on the test split; macro AUROC over the
 labels with at least 5 test positives. No test image is used for training the backbone or the probe.
+
+It also splits the embedding's variance (train split) by what a linear map explains: the phantom patient's
+parameters (size, position, diaphragm, exposure, noise), the drawn findings, or both. An SAE spends its features on
+the variance it sees; a backbone whose variance is mostly the patient gives features that follow the patient.
 """
 
 import argparse
+import dataclasses
 import tempfile
 
 import numpy as np
 import torch
 
-from saerad.data.adapters import load_iu_phantom
+from saerad.data.adapters import load_iu_phantom, phantom_seed
+from saerad.data.phantom import Patient
 from saerad.embed import embed, load_embeddings
 from saerad.interpret.score import auroc
 
@@ -33,6 +39,7 @@ def main() -> None:
             embed(args.backbone, f"{tmp}/data", split, f"{tmp}/{split}", pooling=args.pooling, num_workers=2)
             xs[split], _ = load_embeddings(f"{tmp}/{split}")
             labels[split] = [{f["label"] for f in row} for row in data[split]["phantom_findings"]]
+    explained = variance_explained(xs["train"], data["train"])
     mean, std = xs["train"].mean(0), xs["train"].std(0) + 1e-6
     train, test = (xs["train"] - mean) / std, (xs["test"] - mean) / std
     names = sorted({label for row in labels["train"] for label in row})
@@ -60,6 +67,24 @@ def main() -> None:
     for name, n, score in rows:
         print(f"| {name} | {n} | {score:.3f} |")
     print(f"\nmacro AUROC over {len(rows)} findings: {np.mean([r[2] for r in rows]):.3f}")
+    print("\nshare of the train embeddings' variance explained linearly by: " +
+          ", ".join(f"{k} {v:.3f}" for k, v in explained.items()))
+
+
+def variance_explained(x: torch.Tensor, rows) -> dict:
+    """R^2 of least-squares fits of the embeddings on the patient parameters, the findings, and both."""
+    x = x.double().numpy()
+    x = x - x.mean(0)
+    patients = np.array([dataclasses.astuple(Patient.from_seed(phantom_seed(i))) for i in rows["id"]])
+    found = [{f["label"] for f in row} for row in rows["phantom_findings"]]
+    names = sorted(set().union(*found))
+    findings = np.array([[name in row for name in names] for row in found], dtype=np.float64)
+    out = {}
+    for key, design in (("patient", patients), ("findings", findings), ("both", np.c_[patients, findings])):
+        design = np.c_[design, np.ones(len(x))]
+        coef, *_ = np.linalg.lstsq(design, x, rcond=None)
+        out[key] = float(1 - ((x - design @ coef) ** 2).sum() / (x**2).sum())
+    return out
 
 
 if __name__ == "__main__":

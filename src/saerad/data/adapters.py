@@ -134,14 +134,18 @@ def load_iu_xray(path: Optional[str] = None, require_findings: bool = False):
     return _to_dataset_dict(rows, {"comparison": Value("string"), "mesh": Sequence(Value("string"))})
 
 
+def phantom_seed(report_id: str) -> int:
+    """The phantom patient drawn for an IU report in IU-phantom."""
+    return int(hashlib.sha256(f"iu-phantom:{report_id}".encode()).hexdigest()[:8], 16)
+
+
 def _phantom_row(report: dict, size: int) -> dict:
     from .mesh import findings_from_mesh
     from .phantom import render
 
     findings = findings_from_mesh(report["mesh"])
-    seed = int(hashlib.sha256(f"iu-phantom:{report['id']}".encode()).hexdigest()[:8], 16)
     buf = io.BytesIO()
-    render(findings, seed=seed, size=size).save(buf, format="PNG")
+    render(findings, seed=phantom_seed(report["id"]), size=size).save(buf, format="PNG")
     return {**report, "image": {"bytes": buf.getvalue(), "path": None}, "study_id": report["id"], "view": "PA",
             "phantom_findings": findings}
 
