@@ -94,3 +94,26 @@ def test_mesh_agreement_on_made_up_reports():
     effusion = held_out["observations"]["Pleural Effusion"]
     assert effusion["precision"] == 1.0 and effusion["recall"] == 0.5 and effusion["support"] == 2
     assert agreement(reports, held_out=False)["observations"]["Cardiomegaly"]["f1"] == 1.0
+
+
+@pytest.mark.parametrize("sentence, label, status, side", [
+    ("The lungs are hyperexpanded.", "Hyperinflation", "positive", None),
+    ("Emphysematous changes.", "Hyperinflation", "positive", None),
+    ("No evidence of hyperinflation.", "Hyperinflation", "negative", None),
+    ("Lung volumes are low.", "Low Lung Volumes", "positive", None),
+    ("Low lung volumes with bibasilar atelectasis.", "Low Lung Volumes", "positive", None),
+    ("Elevated right hemidiaphragm.", "Elevated Hemidiaphragm", "positive", "right"),
+    ("The thoracic aorta is tortuous.", "Tortuous Aorta", "positive", None),
+    ("Atherosclerotic calcification of the aortic arch.", "Aortic Calcification", "positive", None),
+    ("Small hiatal hernia.", "Hiatal Hernia", "positive", None),
+    ("Degenerative changes of the thoracic spine.", "Degenerative Spine", "positive", None),
+    ("Mild dextroscoliosis.", "Spinal Curvature", "positive", None),
+    ("The bones are osteopenic.", "Osteopenia", "positive", None),
+])
+def test_observations_beyond_chexpert_are_mentioned_but_not_labelled(sentence, label, status, side):
+    mentions = [m for m in label_sentence(sentence) if m["label"] == label]
+    assert mentions and mentions[0]["status"] == status and mentions[0]["laterality"] == side
+    labels = label_report(sentence)
+    assert set(labels) <= set(OBSERVATIONS)
+    if "atelectasis" not in sentence:
+        assert labels.get("No Finding") == "positive"  # these do not make a report abnormal in CheXpert's terms

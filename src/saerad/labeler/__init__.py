@@ -1,5 +1,6 @@
 """Offline rule-based CheXpert-style labeler (not CheXbert): 14 observations, negation and uncertainty scopes,
-laterality and severity per mention.
+laterality and severity per mention. Mentions also cover a few observations beyond CheXpert's (EXTRA_OBSERVATIONS),
+which describe features but never enter a report's CheXpert labels.
 
 Per sentence: find mention phrases (minus exclusions), then the nearest negation or uncertainty trigger before the
 mention (within 10 words) or after it (within 5 words), a trigger's scope ending at a terminator ("but", "which",
@@ -16,9 +17,10 @@ from typing import Optional
 
 from ..data.reports import normalize_deid, split_sentences
 from . import phrases
-from .phrases import OBSERVATIONS, SECTION_OF, TOP5
+from .phrases import EXTRA_OBSERVATIONS, OBSERVATIONS, SECTION_OF, TOP5
 
-__all__ = ["OBSERVATIONS", "SECTION_OF", "TOP5", "label_mentions", "label_report", "label_sentence"]
+__all__ = ["EXTRA_OBSERVATIONS", "OBSERVATIONS", "SECTION_OF", "TOP5", "label_mentions", "label_report",
+           "label_sentence"]
 
 PRE_WINDOW, POST_WINDOW, MODIFIER_WINDOW = 10, 5, 6
 _RANK = {"negative": 0, "uncertain": 1, "positive": 2}
@@ -160,7 +162,7 @@ def aggregate(mentions: list[dict]) -> dict[str, str]:
     """CheXpert aggregation: per observation positive > uncertain > negative; then the No Finding rule."""
     labels: dict = {}
     for m in mentions:
-        if m["label"] == "No Finding":
+        if m["label"] == "No Finding" or m["label"] not in OBSERVATIONS:
             continue
         if m["label"] not in labels or _RANK[m["status"]] > _RANK[labels[m["label"]]]:
             labels[m["label"]] = m["status"]

@@ -11,6 +11,12 @@ OBSERVATIONS = (
     "Support Devices",
 )
 TOP5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+# Observations beyond CheXpert's 14 that chest X-ray reports state often: mentioned, negated and lateralised like the
+# others, used to describe and score features, never in the CheXpert labels of a report (nor its No Finding rule).
+EXTRA_OBSERVATIONS = (
+    "Hyperinflation", "Low Lung Volumes", "Elevated Hemidiaphragm", "Tortuous Aorta", "Aortic Calcification",
+    "Hiatal Hernia", "Degenerative Spine", "Spinal Curvature", "Osteopenia",
+)
 
 # Phrases that mention an observation (status decided by the triggers around them).
 MENTIONS = {
@@ -66,6 +72,34 @@ MENTIONS = {
         r"(surgical |vascular )?clips", r"stents?", r"(prosthetic )?valve replacement", r"prosthe(sis|tic valve)",
         r"(orthopedic |spinal )?hardware", r"drains?", r"devices?", r"(embolization )?coils?", r"wires?",
     ],
+    "Hyperinflation": [
+        r"(hyper|over)-?(inflat(ed|ion)|expan(ded|sion)|aerat(ed|ion))", r"emphysema(tous)?",
+        r"\bcopd\b", r"chronic obstructive (pulmonary|lung) disease", r"hyperlucen(t|cy)",
+        r"flatten(ed|ing) (of )?(the )?((left|right|both|bilateral) )?(hemi)?diaphragms?",
+    ],
+    "Low Lung Volumes": [
+        r"low (lung )?volumes?", r"(lung )?volumes (are |is )?(low|decreased|diminished|reduced)",
+        r"(decreased|diminished|reduced) lung volumes?", r"hypo-?(inflat|ventilat)(ed|ion)",
+        r"(poor|shallow|suboptimal|low) inspirat(ion|ory( effort)?)",
+    ],
+    "Elevated Hemidiaphragm": [
+        r"elevat(ed|ion)( of)?( the)? ((left|right) )?hemi-?diaphragms?",
+        r"hemi-?diaphragms? (is |are |remains? )?(mildly |slightly |markedly )?elevated",
+    ],
+    "Tortuous Aorta": [
+        r"tortu(ous|osity)", r"ectati?c (thoracic )?aort(a|ic)", r"aortic ectasia", r"unfold(ed|ing)( of)?( the)? aort(a|ic)",
+    ],
+    "Aortic Calcification": [
+        r"(aortic|aorta) (knob |knuckle |arch )?calcifi(cation|cations|ed)", r"atherosclero(sis|tic)",
+        r"calcifi(ed|cation|cations) (of |in )?(the )?(thoracic )?(aortic|aorta)", r"calcified (thoracic )?aort(a|ic)",
+    ],
+    "Hiatal Hernia": [r"hiatal hernias?", r"hiatus hernias?"],
+    "Degenerative Spine": [
+        r"degenerative (changes?|disease|endplate|disc|spurring)", r"spondylo(sis|tic)", r"osteophyt(e|es|osis|ic)",
+        r"\bdish\b", r"diffuse idiopathic skeletal hyperostosis", r"(spurring|spurs?) of the (thoracic )?spine",
+    ],
+    "Spinal Curvature": [r"(dextro|levo)?scolio(sis|tic)", r"(dextro|levo)convex", r"kypho(sis|tic)"],
+    "Osteopenia": [r"osteopeni(a|c)", r"(bone )?demineraliz(ed|ation)", r"osteoporo(sis|tic)"],
 }
 
 # Phrases that contain a mention word but do not mention the observation.
@@ -163,4 +197,8 @@ SECTION_OF = {
     "Lung Lesion": "lungs", "Lung Opacity": "lungs", "Edema": "lungs", "Consolidation": "lungs", "Pneumonia": "lungs",
     "Atelectasis": "lungs", "Pneumothorax": "pleura", "Pleural Effusion": "pleura", "Pleural Other": "pleura",
     "Fracture": "bones", "Support Devices": "devices",
+    "Hyperinflation": "lungs", "Low Lung Volumes": "lungs", "Elevated Hemidiaphragm": "pleura",
+    "Tortuous Aorta": "heart/mediastinum", "Aortic Calcification": "heart/mediastinum",
+    "Hiatal Hernia": "heart/mediastinum", "Degenerative Spine": "bones", "Spinal Curvature": "bones",
+    "Osteopenia": "bones",
 }
