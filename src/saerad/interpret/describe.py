@@ -1,7 +1,9 @@
 """Describers: exemplar reports of one feature -> a short radiological description.
 
-`extractive` (default, offline, deterministic) picks the sentences most enriched among the exemplars relative to the
-whole corpus; `transformers:PATH` and `openai:URL[#model]` ask an LLM with a versioned prompt.
+`extractive` (default, offline, deterministic) states the single statement of the training reports (one finding with
+its presence and side, or one finding-free sentence) that best predicts where the feature fires, in the reports' own
+words; given only exemplars, the sentences most enriched among them relative to the whole corpus.
+`transformers:PATH` and `openai:URL[#model]` ask an LLM with a versioned prompt.
 """
 
 from __future__ import annotations
