@@ -59,3 +59,12 @@ def test_runner_errors_are_clear(tiny_dataset, capsys):
     assert "--model or --predictions" in capsys.readouterr().err
     assert main(["evaluate", "--dataset", tiny_dataset, "--predictions", "x.jsonl", "--baselines", "fancy"]) == 2
     assert "unknown baselines" in capsys.readouterr().err
+
+
+def test_oracle_restates_chexpert_labels_of_references_with_other_observations():
+    from saerad.evaluation.baselines import oracle_report
+    from saerad.labeler import label_report
+
+    reference = "Lungs are hyperexpanded. Degenerative changes of the spine. Small left pleural effusion."
+    oracle = oracle_report(reference)
+    assert label_report(oracle) == label_report(reference) == {"Pleural Effusion": "positive"}

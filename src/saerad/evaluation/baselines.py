@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ..labeler import SECTION_OF, label_mentions
+from ..labeler import OBSERVATIONS, SECTION_OF, label_mentions
 
 NORMAL_REPORT = ("The heart size is normal. The mediastinal contours are normal. The lungs are clear. "
                  "No pleural effusion or pneumothorax. No acute osseous abnormality.")
@@ -54,6 +54,8 @@ def oracle_report(reference: str) -> str:
     strongest: dict = {}
     rank = {"negative": 0, "uncertain": 1, "positive": 2}
     for m in label_mentions(reference):
+        if m["label"] not in OBSERVATIONS:
+            continue  # the oracle renders the CheXpert labels only
         if m["label"] not in strongest or rank[m["status"]] > rank[strongest[m["label"]]["status"]]:
             strongest[m["label"]] = m
     features, activations = {}, []
