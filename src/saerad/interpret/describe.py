@@ -2,7 +2,7 @@
 
 `extractive` (default, offline, deterministic) states the single statement of the training reports (one finding with
 its presence and side, or one finding-free sentence) that best predicts where the feature fires, in the reports' own
-words; given only exemplars, the sentences most enriched among them relative to the whole corpus.
+words.
 `transformers:PATH` and `openai:URL[#model]` ask an LLM with a versioned prompt.
 """
 
@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import time
 import urllib.error
 import urllib.request
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Optional, Sequence
 from urllib.parse import urlparse
 
@@ -75,12 +74,10 @@ def _atoms(concept: tuple) -> frozenset:
 
 
 class Corpus:
-    """Sentences and concepts of every report, with document frequencies, for contrastive scoring."""
+    """Sentences and single statements of every report, with document frequencies, for contrastive scoring."""
 
     def __init__(self, reports: Sequence[str]):
         self.sentences: list[list[tuple[str, tuple, bool]]] = []  # (sentence, concept, free of de-id tokens)
-        self.concepts: list[set] = []
-        self.df: Counter = Counter()
         self.atoms: list[set] = []  # single statements (one finding, or one finding-free sentence) per report
         self.atom_df: Counter = Counter()
         memo: dict = {}
@@ -94,19 +91,18 @@ class Corpus:
                     memo[sentence] = _concept(sentence)
                 items.append((sentence, memo[sentence], not re.search(r"X{2,}|_{2,}", raw)))
             self.sentences.append(items)
-            concepts = {concept for _, concept, _ in items}
-            self.concepts.append(concepts)
-            self.df.update(concepts)
-            atoms = set().union(*(_atoms(c) for c in concepts)) if concepts else set()
+            atoms = set().union(*(_atoms(concept) for _, concept, _ in items)) if items else set()
             self.atoms.append(atoms)
             self.atom_df.update(atoms)
         self.n = max(1, len(reports))
 
 
-def detection_description(corpus: Corpus, firing: Sequence[int], prior: float = 2.0, min_rows: int = 2) -> str:
-    """The report sentence whose statement best predicts where the feature fires on the corpus (in-sample detection
-    AUROC, its rates shrunk toward the corpus rate by `prior` pseudo-rows), stated as plainly as the reports do."""
-    firing = sorted({r for r in firing if r >= 0})
+def extractive_description(corpus: Corpus, rows: Sequence[int], firing: Optional[Sequence[int]] = None,
+                           prior: float = 2.0, min_rows: int = 2) -> str:
+    """The report sentence whose statement best predicts where the feature fires on the corpus: `firing` (every row
+    where it fires; default: its exemplar `rows`) against the other rows, by in-sample detection AUROC with the rates
+    shrunk toward the corpus rate by `prior` pseudo-rows, in the firing reports' own words."""
+    firing = sorted({r for r in (rows if firing is None else firing) if r >= 0})
     n_fire, n_quiet = len(firing), corpus.n - len(firing)
     if n_fire == 0 or n_quiet <= 0:
         return ""
@@ -136,43 +132,6 @@ def detection_description(corpus: Corpus, firing: Sequence[int], prior: float = 
     (_, _, sentence), _ = min(options.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1], len(kv[0][2]), kv[0][2]))
     sentence = sentence[0].upper() + sentence[1:]
     return sentence if sentence.endswith((".", "!", "?")) else sentence + "."
-
-
-def extractive_description(corpus: Corpus, rows: Sequence[int], max_sentences: int = 3,
-                           min_support: float = 0.3, firing: Optional[Sequence[int]] = None) -> str:
-    """Report sentences stating what the feature's reports share: with `firing` (every corpus row where it fires),
-    the one statement that best predicts its firing (`detection_description`); otherwise one to three sentences
-    enriched among the exemplar `rows` relative to the corpus."""
-    if firing is not None:
-        return detection_description(corpus, firing)
-    rows = [r for r in rows if r >= 0]
-    if not rows:
-        return ""
-    counts: Counter = Counter()
-    examples: dict = defaultdict(Counter)
-    for r in rows:
-        counts.update(corpus.concepts[r])
-        for sentence, concept, clean in corpus.sentences[r]:
-            examples[concept][(not clean, sentence)] += 1  # sentences that lost a de-id token come last
-    scored = []
-    for concept, c in counts.items():
-        p_in = c / len(rows)
-        p_all = corpus.df[concept] / corpus.n
-        if p_in < min_support or p_in <= 1.2 * p_all:
-            continue  # rare among the exemplars, or no more common there than anywhere ("No pneumothorax.")
-        score = p_in * math.log(p_in / p_all)  # the concept's share of the exemplars' KL divergence from the corpus
-        scored.append((-score, concept))
-    chosen, seen_labels = [], set()
-    for _, concept in sorted(scored, key=lambda t: (t[0], repr(t[1]))):
-        labels = {f[0] for f in concept[1]} if concept[0] == "findings" else set()
-        if labels and labels <= seen_labels:
-            continue  # a near-duplicate of a finding already stated
-        seen_labels |= labels
-        (_, sentence), _ = min(examples[concept].items(), key=lambda kv: (kv[0][0], -kv[1], len(kv[0][1]), kv[0][1]))
-        chosen.append(sentence[0].upper() + sentence[1:])
-        if len(chosen) == max_sentences:
-            break
-    return " ".join(s if s.endswith((".", "!", "?")) else s + "." for s in chosen)
 
 
 class LLMDescriber:
