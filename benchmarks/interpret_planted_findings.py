@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from saerad.data.adapters import load_iu_phantom
 from saerad.interpret import interpret
@@ -48,7 +47,6 @@ def main() -> None:
     directions = rng.normal(size=(len(labels), 192))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     noise = 0.05 * rng.normal(size=(len(drawn), 192))
-    torch.manual_seed(args.seed)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, x in (("findings", drawn @ directions + 0.5 + noise), ("noise only", 0.5 + noise)):

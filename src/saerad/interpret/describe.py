@@ -62,22 +62,18 @@ def tag_description(description: str) -> tuple[list[dict], str]:
     return findings, section
 
 
-def _concept(sentence: str) -> tuple:
-    """What a sentence states: its labeler findings (label, presence, side) if any, else its normalised text."""
-    found = sorted({(m["label"], m["status"] != "negative", m["laterality"] or "") for m in label_mentions(sentence)})
-    return ("findings", tuple(found)) if found else ("text", normalize_sentence(sentence))
-
-
-def _atoms(concept: tuple) -> frozenset:
-    """The single statements of a sentence's concept: one per finding, or the sentence's text."""
-    return frozenset(("findings", (f,)) for f in concept[1]) if concept[0] == "findings" else frozenset([concept])
+def _statements(sentence: str) -> frozenset:
+    """What a sentence states, one statement each: a labeler finding (label, presence, side), or, without findings,
+    the sentence's normalised text."""
+    found = {(m["label"], m["status"] != "negative", m["laterality"] or "") for m in label_mentions(sentence)}
+    return frozenset(("finding", f) for f in found) if found else frozenset([("text", normalize_sentence(sentence))])
 
 
 class Corpus:
     """Sentences and single statements of every report, with document frequencies, for contrastive scoring."""
 
     def __init__(self, reports: Sequence[str]):
-        self.sentences: list[list[tuple[str, tuple, bool]]] = []  # (sentence, concept, free of de-id tokens)
+        self.sentences: list[list[tuple[str, frozenset, bool]]] = []  # (sentence, statements, free of de-id tokens)
         self.atoms: list[set] = []  # single statements (one finding, or one finding-free sentence) per report
         self.atom_df: Counter = Counter()
         memo: dict = {}
@@ -88,10 +84,10 @@ class Corpus:
                 if not re.search(r"[A-Za-z]", sentence):
                     continue
                 if sentence not in memo:
-                    memo[sentence] = _concept(sentence)
+                    memo[sentence] = _statements(sentence)
                 items.append((sentence, memo[sentence], not re.search(r"X{2,}|_{2,}", raw)))
             self.sentences.append(items)
-            atoms = set().union(*(_atoms(concept) for _, concept, _ in items)) if items else set()
+            atoms = set().union(*(statements for _, statements, _ in items))
             self.atoms.append(atoms)
             self.atom_df.update(atoms)
         self.n = max(1, len(reports))
@@ -125,8 +121,7 @@ def extractive_description(corpus: Corpus, rows: Sequence[int], firing: Optional
     # it (sentences that lost a de-id token last, then shorter).
     options: Counter = Counter()
     for r in firing:
-        for sentence, concept, clean in corpus.sentences[r]:
-            atoms = _atoms(concept)
+        for sentence, atoms, clean in corpus.sentences[r]:
             if best in atoms:
                 options[(len(atoms) > 1, not clean, sentence)] += 1
     (_, _, sentence), _ = min(options.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1], len(kv[0][2]), kv[0][2]))

@@ -1,6 +1,7 @@
 """Exemplar mining in one streaming pass: per-feature top-k activations, firing frequency, mean and max.
 
-Memory is O(d_sae * (k + batch)); the dense (n, d_sae) activation matrix is never held.
+Memory is O(d_sae * (k + batch)), plus O(n * L0) for the firing pairs when asked; the dense (n, d_sae) activation
+matrix is never held.
 """
 
 from __future__ import annotations
