@@ -153,8 +153,30 @@ def test_sparse_topk_training_loss_matches_the_dense_formulation():
 
     out = sae.loss(x, 0.0, dead)
     reference, f = dense()
-    assert torch.equal(out.f, f)
-    assert float(out.total) == pytest.approx(float(reference), rel=1e-5)
+    assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert float(out.total.detach()) == pytest.approx(float(reference), rel=1e-5)
+    for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
+                            torch.autograd.grad(reference, list(sae.parameters()))):
+        assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
+
+
+@pytest.mark.parametrize("b_enc", [-2.5, 0.0])  # sparse enough for the sparse path, and dense
+def test_relu_training_loss_matches_the_dense_formulation(b_enc):
+    from saerad.sae.architectures import SPARSE_RELU_DENSITY, ReLUSAE
+
+    torch.manual_seed(0)
+    sae = ReLUSAE(32, 256)
+    sae.initialize(torch.zeros(32), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sae.b_enc.normal_().add_(b_enc)
+        sae.b_dec.normal_()
+    x = torch.randn(64, 32)
+    f = torch.relu(sae.pre(x, sae.b_enc))
+    reference = sae.mse(x, sae.decode(f)) + 0.7 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    assert (float((f > 0).float().mean()) <= SPARSE_RELU_DENSITY) == (b_enc < 0)
+    out = sae.loss(x, 0.7)
+    assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert float(out.total.detach()) == pytest.approx(float(reference), rel=1e-5)
     for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
                             torch.autograd.grad(reference, list(sae.parameters()))):
         assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))

@@ -190,11 +190,10 @@ class Trainer:
         if self.sae.unit_norm_decoder:
             with torch.no_grad():
                 self.sae.W_dec /= self.sae.W_dec.norm(dim=1, keepdim=True)
-        active = out.f.detach() > 0
-        fired = self.acc.reduce(active.any(0).float(), "sum").cpu() > 0
+        fired = self.acc.reduce(out.fired.float(), "sum").cpu() > 0
         self.since_fired += self.batch
         self.since_fired[fired] = 0
-        l0 = float(self.acc.reduce(active.float().sum(-1).mean(), "mean"))
+        l0 = float(self.acc.reduce(out.l0.detach(), "mean"))
         self.l0_ema = l0 if self.l0_ema is None else 0.9 * self.l0_ema + 0.1 * l0
         if self.cfg.target_l0 and self.cfg.architecture != "topk" and step >= self.controller_start:
             # L0 answers the coefficient with a lag, and a gate closed everywhere never reopens: so the controller
