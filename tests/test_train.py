@@ -154,7 +154,7 @@ def test_sparse_topk_training_loss_matches_the_dense_formulation():
     out = sae.loss(x, 0.0, dead)
     reference, f = dense()
     assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
-    assert float(out.total.detach()) == pytest.approx(float(reference), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
     for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
                             torch.autograd.grad(reference, list(sae.parameters()))):
         assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
@@ -176,7 +176,7 @@ def test_relu_training_loss_matches_the_dense_formulation(b_enc):
     assert (float((f > 0).float().mean()) <= SPARSE_RELU_DENSITY) == (b_enc < 0)
     out = sae.loss(x, 0.7)
     assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
-    assert float(out.total.detach()) == pytest.approx(float(reference), rel=1e-5)
+    assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
     for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
                             torch.autograd.grad(reference, list(sae.parameters()))):
         assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
