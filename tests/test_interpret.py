@@ -136,6 +136,23 @@ def test_detection_score_is_how_well_the_description_predicts_firing():
     assert ReportIndex(["Lungs are clear."]).states(0, [], described["description"]) == 0.5
 
 
+def test_features_with_too_few_held_out_firings_are_not_scored():
+    reports = ["Moderate cardiomegaly."] * 100 + ["The heart size is normal."] * 900
+    index = ReportIndex(reports)
+    findings = tag_description("The heart is enlarged.")[0]
+    features = [{"id": i, "description": "The heart is enlarged.", "findings": findings} for i in range(3)]
+    acts = np.zeros((1000, 3))
+    acts[:3, 0] = 1.0  # three cardiomegaly rows: a perfect-looking AUROC on too little evidence
+    acts[:5, 1] = 1.0
+    acts[:998, 2] = 1.0  # silent on two rows only
+    score_features(features, acts, index)
+    assert [f["score_support"] for f in features] == [3, 5, 998]
+    assert features[0]["score"] is None and features[2]["score"] is None
+    assert features[1]["score"] == pytest.approx(0.5 * (1 + 1 - 95 / 995))
+    score_features(features, acts, index, min_support=3)
+    assert features[0]["score"] == pytest.approx(0.5 * (1 + 1 - 97 / 997))
+
+
 def test_detection_describer_states_what_predicts_firing_not_what_is_common():
     normal = "The heart size is normal. No pneumothorax."
     reports = ([f"{normal} Small left pleural effusion."] * 8 + [normal] * 2 + [normal] * 80

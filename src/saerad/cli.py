@@ -128,7 +128,7 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 
     metrics = interpret(args.sae, args.embeddings, args.reports, args.out, describer=args.describer,
                         top_k=args.top_k, score_embeddings=args.score_embeddings, holdout=args.holdout,
-                        score_threshold=args.score_threshold)
+                        score_threshold=args.score_threshold, min_score_support=args.min_score_support)
     print(" ".join(f"{k}={v}" for k, v in metrics.items()))
     return 0
 
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-embeddings", help="held-out embeddings (e.g. the validation split) to score on")
     p.add_argument("--holdout", type=float, help="else score on this fraction of rows, chosen by a hash of the id")
     p.add_argument("--score-threshold", type=float, default=0.75, help="AUROC below which a feature is marked")
+    p.add_argument("--min-score-support", type=int, default=5,
+                   help="held-out rows a feature must fire on (and be silent on) to be scored")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_interpret)
 

@@ -14,7 +14,7 @@ import torch
 
 from .describe import Corpus, extractive_description, make_describer, tag_description
 from .mine import load_sae, mine
-from .score import ReportIndex, score_features
+from .score import MIN_SUPPORT, ReportIndex, score_features
 
 SCORE_THRESHOLD = 0.75
 ULTRA_DENSE = 0.5  # features firing on more than half the images describe nothing in particular
@@ -64,7 +64,7 @@ def _activations(sae, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
 
 def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: str = "extractive",
               top_k: int = 32, score_embeddings: Optional[str] = None, holdout: Optional[float] = None,
-              score_threshold: float = SCORE_THRESHOLD, seed: int = 0) -> dict:
+              score_threshold: float = SCORE_THRESHOLD, min_score_support: int = MIN_SUPPORT, seed: int = 0) -> dict:
     """Mine, describe and score every feature; write `feature_dictionary.json` and `interpret_metrics.json`."""
     from tqdm.auto import tqdm
 
@@ -113,15 +113,18 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
             "exemplars": [train_ids[r] for r, _ in exemplars],
             "exemplar_activations": [a for _, a in exemplars], "flags": flags,
         })
-    score_features(features, _activations(sae, hx), ReportIndex(held_texts))
+    score_features(features, _activations(sae, hx), ReportIndex(held_texts), min_support=min_score_support)
     for feature in features:
-        if feature["description"] and (feature["score"] is None or feature["score"] < score_threshold):
+        if feature["description"] and feature["score"] is None:
+            feature["flags"].append("low_support")
+        elif feature["description"] and feature["score"] < score_threshold:
             feature["flags"].append("low_score")
     scores = [f["score"] for f in features if "dead" not in f["flags"] and f["score"] is not None]
     live = [f for f in features if "dead" not in f["flags"]]
     metrics = {
         "n_features": len(features), "n_live": len(live), "n_described": sum(bool(f["description"]) for f in features),
-        "n_scored": len(scores), "median_auroc": float(np.median(scores)) if scores else None,
+        "n_scored": len(scores), "n_low_support": sum("low_support" in f["flags"] for f in live),
+        "min_score_support": min_score_support, "median_auroc": float(np.median(scores)) if scores else None,
         "frac_live_auroc_ge_0_75": (sum(s >= 0.75 for s in scores) / len(live)) if live else 0.0,
         "score_threshold": score_threshold, "describer": describer, "n_train": len(train_texts),
         "n_heldout": len(held_texts),

@@ -6,7 +6,9 @@ fires there, and the score is the AUROC of that prediction. A description with l
 (label and presence, and side where both state one), so "The heart size is normal." is predicted wherever the report
 states the heart normal; a description without findings is matched on its normalised sentences. A feature scores
 high only when the reports of the rows it fires on state its description and the reports of the other rows do not,
-whatever its firing frequency.
+whatever its firing frequency. A feature that fires on fewer than `min_support` held-out rows (or is silent on fewer)
+is not scored: one or two firings give an AUROC that is mostly chance (on the demo's 324 validation rows, 55 of the
+153 features at AUROC >= 0.75 fired on one or two rows).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 from ..data.reports import normalize_sentence, split_sentences
 from ..labeler import label_mentions
+
+MIN_SUPPORT = 5
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> Optional[float]:
@@ -63,12 +67,15 @@ class ReportIndex:
         return False
 
 
-def score_features(features: list[dict], activations: np.ndarray, index: ReportIndex) -> None:
-    """Write each described feature's detection AUROC into `feature["score"]` (None when it fires on all held-out
-    rows or on none)."""
+def score_features(features: list[dict], activations: np.ndarray, index: ReportIndex,
+                   min_support: int = MIN_SUPPORT) -> None:
+    """Write each described feature's detection AUROC into `feature["score"]` and the number of held-out rows it fires
+    on into `feature["score_support"]`; the score is None when it fires, or is silent, on fewer than `min_support`."""
     for feature in features:
-        if not feature["description"]:
+        fires = activations[:, feature["id"]] > 0
+        feature["score_support"] = int(fires.sum())
+        if not feature["description"] or min(fires.sum(), (~fires).sum()) < max(1, min_support):
             feature["score"] = None
             continue
         predicted = [index.states(i, feature["findings"], feature["description"]) for i in range(activations.shape[0])]
-        feature["score"] = auroc(predicted, activations[:, feature["id"]] > 0)
+        feature["score"] = auroc(predicted, fires)
