@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Initial sparsity coefficients for inputs scaled to E||x|| = sqrt(d_in) (the target-L0 controller moves them).
 DEFAULT_COEF = {"gated": 8.0, "relu": 8.0, "jumprelu": 1.0, "topk": 0.0}
+L0_TOLERANCE = 0.25  # a run whose mean L0 ends further than this from target_l0 says so
 
 
 class TrainingDiverged(RuntimeError):
@@ -306,6 +307,9 @@ class Trainer:
                    "dead_fraction": float((self.since_fired >= self.dead_window).float().mean()),
                    "dead_window": self.dead_window, "n": self.n, "steps": self.step, "sparsity_coef": self.coef,
                    "input_scale": self.scale, "feature_density_histogram": histogram}
+        if self.cfg.target_l0 and self.cfg.architecture != "topk":
+            metrics["target_l0"] = self.cfg.target_l0
+            metrics["target_l0_reached"] = abs(metrics["l0"] - self.cfg.target_l0) <= L0_TOLERANCE * self.cfg.target_l0
         stats = {"frequency": frequency, "mean_activation": total / count.clamp_min(1), "max_activation": peak}
         return metrics, stats
 
@@ -324,8 +328,17 @@ class Trainer:
             _atomic_save({k: v.float().contiguous() for k, v in stats.items()}, self.out / "feature_stats.safetensors")
             _atomic_text(json.dumps(config, indent=2), self.out / "sae_config.json")
             _atomic_text(json.dumps(metrics, indent=2), self.out / "training_metrics.json")
+            if metrics.get("target_l0_reached") is False:
+                logger.warning(target_l0_warning(metrics))
         self.acc.wait_for_everyone()
         return metrics
+
+
+def target_l0_warning(metrics: dict) -> str:
+    """The sentence that says a run's mean L0 did not settle at its target, and what to try."""
+    return (f"mean L0 {metrics['l0']:.1f} did not settle within {L0_TOLERANCE:.0%} of --target-l0 "
+            f"{metrics['target_l0']:g} (final sparsity coefficient {metrics['sparsity_coef']:.3g}); the controller is "
+            "bounded to 1/20-5x its initial value, so try another --sparsity-coef, more --epochs, or --architecture topk")
 
 
 def _atomic_save(tensors: dict, path: Path) -> None:
