@@ -1,5 +1,5 @@
-"""saerad vs SAELens SAE training on the same embeddings, d_sae, batch size and steps (TopK, and the April-2024 ReLU
-SAE), side by side in one run: throughput (embeddings/s) as a ratio saerad/SAELens and FVU at matched L0.
+"""saerad vs SAELens SAE training on the same embeddings, d_sae, batch size and steps (TopK, the April-2024 ReLU SAE
+and the gated SAE with the same fixed L1 coefficient on both sides), side by side in one run: throughput (embeddings/s) as a ratio saerad/SAELens and FVU at matched L0.
 
 SAELens lives in its own environment (its dependencies differ from saerad's):
 
@@ -23,7 +23,8 @@ import torch
 
 SAELENS_SIDE = r"""
 import json, sys, time, numpy as np, torch
-from sae_lens import SAETrainer, StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens import (GatedTrainingSAE, GatedTrainingSAEConfig, SAETrainer, StandardTrainingSAE,
+                      StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig)
 from sae_lens.config import SAETrainerConfig
 args = json.loads(sys.argv[1])
 torch.manual_seed(0)
@@ -34,6 +35,10 @@ batch, steps = args["batch"], args["steps"]
 if args["arch"] == "topk":
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=args["d_sae"], k=args["k"],
                                                 normalize_activations="expected_average_only_in"))
+elif args["arch"] == "gated":
+    sae = GatedTrainingSAE(GatedTrainingSAEConfig(d_in=d, d_sae=args["d_sae"], l1_coefficient=args["l1"],
+                                                  normalize_activations="expected_average_only_in",
+                                                  l1_warm_up_steps=steps // 20))
 else:
     sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d, d_sae=args["d_sae"], l1_coefficient=args["l1"],
                                                         normalize_activations="expected_average_only_in",
@@ -67,8 +72,8 @@ def saerad_side(x: torch.Tensor, arch: str, d_sae: int, k: int, l1: float, batch
 
     n = len(x)
     epochs = max(1, round(steps * batch / n))
-    # The same objective as SAELens' standard SAE: L1 times decoder norms with a fixed coefficient, no L0 controller.
-    config = TrainConfig(architecture=arch, d_sae=d_sae, k=k, sparsity_coef=l1 if arch == "relu" else None,
+    # A fixed L1 coefficient as on the SAELens side, no L0 controller.
+    config = TrainConfig(architecture=arch, d_sae=d_sae, k=k, sparsity_coef=None if arch == "topk" else l1,
                          epochs=epochs, batch_size=batch, lr=lr, max_steps=steps, log_every=0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, x, tmp)
@@ -88,6 +93,7 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=3072)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--l1", type=float, default=2.0, help="L1 coefficient of the ReLU SAE (both sides)")
+    parser.add_argument("--gated-l1", type=float, default=4.0, help="L1 coefficient of the gated SAE (both sides)")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -106,15 +112,16 @@ def main() -> None:
             data = str(Path(tmp) / "x.npy")
             np.save(data, x.numpy())
         rows = []
-        for arch in ("topk", "relu"):
-            spec = {"data": data, "arch": arch, "d_sae": args.d_sae, "k": args.k, "l1": args.l1, "batch": args.batch,
+        for arch in ("topk", "relu", "gated"):
+            l1 = args.gated_l1 if arch == "gated" else args.l1
+            spec = {"data": data, "arch": arch, "d_sae": args.d_sae, "k": args.k, "l1": l1, "batch": args.batch,
                     "steps": args.steps, "lr": args.lr, "threads": threads}
             run = subprocess.run([args.saelens_python, "-c", SAELENS_SIDE, json.dumps(spec)], capture_output=True,
                                  text=True)
             if run.returncode != 0:
                 sys.exit(f"SAELens side failed:\n{run.stderr[-3000:]}")
             theirs = json.loads(run.stdout.strip().splitlines()[-1])
-            ours = saerad_side(x, arch, args.d_sae, args.k, args.l1, args.batch, args.steps, args.lr)
+            ours = saerad_side(x, arch, args.d_sae, args.k, l1, args.batch, args.steps, args.lr)
             rows.append((arch, ours, theirs))
     n = args.steps * args.batch
     print(f"{n} embeddings ({args.steps} steps of {args.batch}), d_in={x.shape[1]}, d_sae={args.d_sae}, "

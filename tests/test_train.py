@@ -162,7 +162,7 @@ def test_sparse_topk_training_loss_matches_the_dense_formulation():
 
 @pytest.mark.parametrize("b_enc", [-2.5, 0.0])  # sparse enough for the sparse path, and dense
 def test_relu_training_loss_matches_the_dense_formulation(b_enc):
-    from saerad.sae.architectures import SPARSE_RELU_DENSITY, ReLUSAE
+    from saerad.sae.architectures import SPARSE_DENSITY, ReLUSAE
 
     torch.manual_seed(0)
     sae = ReLUSAE(32, 256)
@@ -173,7 +173,7 @@ def test_relu_training_loss_matches_the_dense_formulation(b_enc):
     x = torch.randn(64, 32)
     f = torch.relu(sae.pre(x, sae.b_enc))
     reference = sae.mse(x, sae.decode(f)) + 0.7 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
-    assert (float((f > 0).float().mean()) <= SPARSE_RELU_DENSITY) == (b_enc < 0)
+    assert (float((f > 0).float().mean()) <= SPARSE_DENSITY) == (b_enc < 0)
     out = sae.loss(x, 0.7)
     assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
     assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
@@ -190,3 +190,31 @@ def test_a_target_l0_that_was_not_reached_is_reported(tmp_path, caplog):
     assert metrics["target_l0"] == 0.5 and metrics["target_l0_reached"] is False
     assert json.loads((tmp_path / "training_metrics.json").read_text())["target_l0_reached"] is False
     assert f"mean L0 {metrics['l0']:.1f} did not settle within 25% of --target-l0 0.5" in caplog.text
+
+
+@pytest.mark.parametrize("b_gate", [-4.5, 0.0])  # sparse enough for the sparse path, and dense
+def test_gated_training_loss_matches_the_written_formulation(b_gate):
+    from saerad.sae.architectures import SPARSE_DENSITY, GatedSAE
+
+    torch.manual_seed(0)
+    sae = GatedSAE(32, 256)
+    sae.initialize(torch.zeros(32), torch.Generator().manual_seed(0), decoder_norm=1.0)
+    with torch.no_grad():
+        sae.b_gate.normal_().add_(b_gate)
+        sae.b_mag.normal_()
+        sae.r_mag.normal_(std=0.3)
+        sae.b_dec.normal_()
+    x = torch.randn(64, 32)
+    pi_gate = (x - sae.b_dec) @ sae.W_enc + sae.b_gate  # the class docstring's loss, term by term
+    pi_mag = (x - sae.b_dec) @ (sae.W_enc * sae.r_mag.exp()) + sae.b_mag
+    f = (pi_gate > 0) * torch.relu(pi_mag)
+    gate = torch.relu(pi_gate)
+    reference = (sae.mse(x, f @ sae.W_dec + sae.b_dec) + 0.7 * (gate * sae.W_dec.norm(dim=1)).sum(-1).mean()
+                 + (x - (gate @ sae.W_dec.detach() + sae.b_dec.detach())).pow(2).sum(-1).mean())
+    assert (float((pi_gate > 0).float().mean()) <= SPARSE_DENSITY) == (b_gate < 0)
+    out = sae.loss(x, 0.7)
+    assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
+    for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
+                            torch.autograd.grad(reference, list(sae.parameters()))):
+        assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
