@@ -6,8 +6,8 @@ scoring get when the embedding is exactly what the phantom draws?
 Each IU-phantom train row gets x = sum of one random unit direction (R^192) per drawn finding label + 0.5 + noise;
 its report is the real IU report text. A gated SAE (x1, target L0 3) is trained, interpreted with the extractive
 describer and scored on a hash hold-out (10% by default; features firing on fewer than 5 held-out rows are not
-scored, so a larger hold-out scores more of them). A control run with noise only shows the floor. Compare with the demo's
-numbers on the phantom backbone's embeddings (README, "The demo").
+scored, so a larger hold-out scores more of them). A control run with noise only shows the floor. Compare with the
+demo's numbers on the phantom backbone's embeddings (README, "The demo").
 """
 
 import argparse

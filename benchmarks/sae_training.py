@@ -1,5 +1,6 @@
 """saerad vs SAELens SAE training on the same embeddings, d_sae, batch size and steps (TopK, the April-2024 ReLU SAE
-and the gated SAE with the same fixed L1 coefficient on both sides), side by side in one run: throughput (embeddings/s) as a ratio saerad/SAELens and FVU at matched L0.
+and the gated SAE, the last two with the same fixed L1 coefficient on both sides), side by side in one run:
+throughput (embeddings/s) as a ratio saerad/SAELens and FVU at the L0 each side reaches.
 
 SAELens lives in its own environment (its dependencies differ from saerad's):
 

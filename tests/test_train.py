@@ -129,6 +129,11 @@ def test_two_processes_train_data_parallel_to_the_same_quality(atoms, tmp_path):
     assert two["fvu"] <= one["fvu"] * 1.15 + 0.01 and two["l0"] == pytest.approx(4.0)
 
 
+def assert_fired_and_l0(out, f: torch.Tensor) -> None:
+    assert torch.equal(out.fired, (f > 0).any(0))
+    assert float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+
+
 def test_sparse_topk_training_loss_matches_the_dense_formulation():
     from saerad.sae.architectures import TopKSAE
 
@@ -153,7 +158,7 @@ def test_sparse_topk_training_loss_matches_the_dense_formulation():
 
     out = sae.loss(x, 0.0, dead)
     reference, f = dense()
-    assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert_fired_and_l0(out, f)
     assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
     for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
                             torch.autograd.grad(reference, list(sae.parameters()))):
@@ -175,7 +180,7 @@ def test_relu_training_loss_matches_the_dense_formulation(b_enc):
     reference = sae.mse(x, sae.decode(f)) + 0.7 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
     assert (float((f > 0).float().mean()) <= SPARSE_DENSITY) == (b_enc < 0)
     out = sae.loss(x, 0.7)
-    assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert_fired_and_l0(out, f)
     assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
     for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
                             torch.autograd.grad(reference, list(sae.parameters()))):
@@ -213,7 +218,7 @@ def test_gated_training_loss_matches_the_written_formulation(b_gate):
                  + (x - (gate @ sae.W_dec.detach() + sae.b_dec.detach())).pow(2).sum(-1).mean())
     assert (float((pi_gate > 0).float().mean()) <= SPARSE_DENSITY) == (b_gate < 0)
     out = sae.loss(x, 0.7)
-    assert torch.equal(out.fired, (f > 0).any(0)) and float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert_fired_and_l0(out, f)
     assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
     for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
                             torch.autograd.grad(reference, list(sae.parameters()))):

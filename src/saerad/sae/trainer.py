@@ -338,7 +338,8 @@ def target_l0_warning(metrics: dict) -> str:
     """The sentence that says a run's mean L0 did not settle at its target, and what to try."""
     return (f"mean L0 {metrics['l0']:.1f} did not settle within {L0_TOLERANCE:.0%} of --target-l0 "
             f"{metrics['target_l0']:g} (final sparsity coefficient {metrics['sparsity_coef']:.3g}); the controller is "
-            "bounded to 1/20-5x its initial value, so try another --sparsity-coef, more --epochs, or --architecture topk")
+            "bounded to 1/20-5x its initial value, so try another --sparsity-coef, more --epochs, or "
+            "--architecture topk")
 
 
 def _atomic_save(tensors: dict, path: Path) -> None:
