@@ -43,6 +43,9 @@ def test_built_folder_has_the_hub_layout_and_card(built):
                 "model-index:", "micro_f1_14", "metrics:"):
         assert key in head, key
     assert "Not for clinical use" in card and "mean L0" in card and "median AUROC" in card
+    interp = json.loads((built.parent / "interp" / "interpret_metrics.json").read_text())
+    assert (f"{interp['n_live']} live\n  features, of which {interp['n_low_support']} fired (or stayed silent) on "
+            f"fewer than 5 held-out rows") in card
     assert "| sae-rad | 0.500 |" in card
 
 
