@@ -129,9 +129,14 @@ def test_two_processes_train_data_parallel_to_the_same_quality(atoms, tmp_path):
     assert two["fvu"] <= one["fvu"] * 1.15 + 0.01 and two["l0"] == pytest.approx(4.0)
 
 
-def assert_fired_and_l0(out, f: torch.Tensor) -> None:
+def assert_same_training_step(sae, out, reference: torch.Tensor, f: torch.Tensor) -> None:
+    """The loss output matches a dense reference loss and its activations f: statistics, value and gradients."""
     assert torch.equal(out.fired, (f > 0).any(0))
     assert float(out.l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))
+    assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
+    for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
+                            torch.autograd.grad(reference, list(sae.parameters()))):
+        assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
 
 
 def test_sparse_topk_training_loss_matches_the_dense_formulation():
@@ -158,11 +163,7 @@ def test_sparse_topk_training_loss_matches_the_dense_formulation():
 
     out = sae.loss(x, 0.0, dead)
     reference, f = dense()
-    assert_fired_and_l0(out, f)
-    assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
-    for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
-                            torch.autograd.grad(reference, list(sae.parameters()))):
-        assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
+    assert_same_training_step(sae, out, reference, f)
 
 
 @pytest.mark.parametrize("b_enc", [-2.5, 0.0])  # sparse enough for the sparse path, and dense
@@ -180,11 +181,7 @@ def test_relu_training_loss_matches_the_dense_formulation(b_enc):
     reference = sae.mse(x, sae.decode(f)) + 0.7 * (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
     assert (float((f > 0).float().mean()) <= SPARSE_DENSITY) == (b_enc < 0)
     out = sae.loss(x, 0.7)
-    assert_fired_and_l0(out, f)
-    assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
-    for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
-                            torch.autograd.grad(reference, list(sae.parameters()))):
-        assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
+    assert_same_training_step(sae, out, reference, f)
 
 
 def test_a_target_l0_that_was_not_reached_is_reported(tmp_path, caplog):
@@ -218,8 +215,4 @@ def test_gated_training_loss_matches_the_written_formulation(b_gate):
                  + (x - (gate @ sae.W_dec.detach() + sae.b_dec.detach())).pow(2).sum(-1).mean())
     assert (float((pi_gate > 0).float().mean()) <= SPARSE_DENSITY) == (b_gate < 0)
     out = sae.loss(x, 0.7)
-    assert_fired_and_l0(out, f)
-    assert float(out.total.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
-    for ours, theirs in zip(torch.autograd.grad(out.total, list(sae.parameters())),
-                            torch.autograd.grad(reference, list(sae.parameters()))):
-        assert torch.allclose(ours, theirs, atol=1e-5 * float(theirs.abs().max()))
+    assert_same_training_step(sae, out, reference, f)

@@ -329,17 +329,13 @@ class Trainer:
             _atomic_text(json.dumps(config, indent=2), self.out / "sae_config.json")
             _atomic_text(json.dumps(metrics, indent=2), self.out / "training_metrics.json")
             if metrics.get("target_l0_reached") is False:
-                logger.warning(target_l0_warning(metrics))
+                logger.warning(
+                    f"mean L0 {metrics['l0']:.1f} did not settle within {L0_TOLERANCE:.0%} of --target-l0 "
+                    f"{self.cfg.target_l0:g} (final sparsity coefficient {self.coef:.3g}); the controller is bounded "
+                    "to 1/20-5x its initial value, so try another --sparsity-coef, more --epochs, or --architecture "
+                    "topk")
         self.acc.wait_for_everyone()
         return metrics
-
-
-def target_l0_warning(metrics: dict) -> str:
-    """The sentence that says a run's mean L0 did not settle at its target, and what to try."""
-    return (f"mean L0 {metrics['l0']:.1f} did not settle within {L0_TOLERANCE:.0%} of --target-l0 "
-            f"{metrics['target_l0']:g} (final sparsity coefficient {metrics['sparsity_coef']:.3g}); the controller is "
-            "bounded to 1/20-5x its initial value, so try another --sparsity-coef, more --epochs, or "
-            "--architecture topk")
 
 
 def _atomic_save(tensors: dict, path: Path) -> None:
