@@ -68,3 +68,16 @@ def test_oracle_restates_chexpert_labels_of_references_with_other_observations()
     reference = "Lungs are hyperexpanded. Degenerative changes of the spine. Small left pleural effusion."
     oracle = oracle_report(reference)
     assert label_report(oracle) == label_report(reference) == {"Pleural Effusion": "positive"}
+
+
+def test_demo_summary_counts_empty_reports_and_the_most_frequent_ones(tmp_path):
+    from saerad.demo import report_summary
+
+    rows = [{"id": str(i), "reference": "x", "sae-rad": text}
+            for i, text in enumerate(["", "Low lung volumes.", "", "Low lung volumes.", "Cardiomegaly.", ""])]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert report_summary(path) == ('sae-rad wrote nothing for 3 of 6 test images; its most frequent reports: '
+                                    '"Low lung volumes." (2); "Cardiomegaly." (1).')
+    path.write_text(json.dumps({"id": "0", "sae-rad": ""}) + "\n")
+    assert report_summary(path).endswith("its most frequent reports: none.")

@@ -25,6 +25,17 @@ def _stage(name: str, done: bool) -> float:
     return time.perf_counter()
 
 
+def report_summary(predictions: Path, system: str = "sae-rad", top: int = 3) -> str:
+    """How many of the system's reports in an evaluation's predictions.jsonl are empty, and its most frequent ones."""
+    from collections import Counter
+
+    reports = [json.loads(line).get(system) or "" for line in predictions.read_text().splitlines() if line.strip()]
+    common = Counter(r for r in reports if r).most_common(top)
+    listed = "; ".join(f'"{r}" ({n})' for r, n in common) or "none"
+    return (f"{system} wrote nothing for {reports.count('')} of {len(reports)} test images; "
+            f"its most frequent reports: {listed}.")
+
+
 def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retrieval", "oracle")) -> dict:
     """Run (or resume) the demo in `workdir` and print examples and the results table."""
     from datasets import load_from_disk
@@ -102,6 +113,8 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
         results = run_evaluation(str(data), "test", model=str(model_dir), baselines=baselines, out=str(work))
         render_card(str(model_dir), results)
     print(markdown_table(results), end="")
+    if (work / "predictions.jsonl").exists():
+        print("\n" + report_summary(work / "predictions.jsonl"))
     print(f"\nImages are phantoms drawn from each report's MeSH tags; text is real IU X-ray report text. "
           f"Everything is in {work} ({time.perf_counter() - start:.0f} s).")
     return results
