@@ -74,8 +74,8 @@ class Corpus:
 
     def __init__(self, reports: Sequence[str]):
         self.sentences: list[list[tuple[str, frozenset, bool]]] = []  # (sentence, statements, free of de-id tokens)
-        self.atoms: list[set] = []  # single statements (one finding, or one finding-free sentence) per report
-        self.atom_df: Counter = Counter()
+        self.statements: list[set] = []  # single statements (one finding, or one finding-free sentence) per report
+        self.statement_df: Counter = Counter()
         memo: dict = {}
         for report in reports:
             items = []
@@ -87,9 +87,9 @@ class Corpus:
                     memo[sentence] = _statements(sentence)
                 items.append((sentence, memo[sentence], not re.search(r"X{2,}|_{2,}", raw)))
             self.sentences.append(items)
-            atoms = set().union(*(statements for _, statements, _ in items))
-            self.atoms.append(atoms)
-            self.atom_df.update(atoms)
+            stated = set().union(*(statements for _, statements, _ in items))
+            self.statements.append(stated)
+            self.statement_df.update(stated)
         self.n = max(1, len(reports))
 
 
@@ -104,26 +104,26 @@ def extractive_description(corpus: Corpus, rows: Sequence[int], firing: Optional
         return ""
     counts: Counter = Counter()
     for r in firing:
-        counts.update(corpus.atoms[r])
+        counts.update(corpus.statements[r])
     best, best_score = None, 0.5
-    for atom, c in counts.items():
+    for statement, c in counts.items():
         if c < min(min_rows, n_fire):
             continue
-        base = corpus.atom_df[atom] / corpus.n
+        base = corpus.statement_df[statement] / corpus.n
         tpr = (c + prior * base) / (n_fire + prior)
-        fpr = (corpus.atom_df[atom] - c + prior * base) / (n_quiet + prior)
+        fpr = (corpus.statement_df[statement] - c + prior * base) / (n_quiet + prior)
         score = 0.5 * (1 + tpr - fpr)
-        if score > best_score or (score == best_score and best is not None and repr(atom) < repr(best)):
-            best, best_score = atom, score
+        if score > best_score or (score == best_score and best is not None and repr(statement) < repr(best)):
+            best, best_score = statement, score
     if best is None:
         return ""
     # Say it with the firing reports' own sentence: one that states only this, else the most common one that states
     # it (sentences that lost a de-id token last, then shorter).
     options: Counter = Counter()
     for r in firing:
-        for sentence, atoms, clean in corpus.sentences[r]:
-            if best in atoms:
-                options[(len(atoms) > 1, not clean, sentence)] += 1
+        for sentence, statements, clean in corpus.sentences[r]:
+            if best in statements:
+                options[(len(statements) > 1, not clean, sentence)] += 1
     (_, _, sentence), _ = min(options.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1], len(kv[0][2]), kv[0][2]))
     sentence = sentence[0].upper() + sentence[1:]
     return sentence if sentence.endswith((".", "!", "?")) else sentence + "."

@@ -111,8 +111,7 @@ class ReLUSAE(SAE):
             return LossOutput(mse + coef * sparsity, mse, sparsity, zero, x_hat, *_stats(f))
         # Sparse enough: decoding and the gradients touch only the active (row, feature) pairs, as for TopK.
         # Same loss and gradients as the dense form.
-        selected = pre.detach().reshape(-1).index_select(0, rows * self.d_sae + cols)
-        values = torch.relu(_Selected.apply(selected, x, self.b_dec, self.W_enc, self.b_enc, rows, cols))
+        values = torch.relu(_Selected.apply(_at(pre, rows, cols), x, self.b_dec, self.W_enc, self.b_enc, rows, cols))
         x_hat = _sparse_decode(values, cols, self.W_dec, offsets) + self.b_dec
         mse = self.mse(x, x_hat)
         sparsity = (values * self.W_dec.norm(dim=1)[cols]).sum() / len(x)
@@ -142,6 +141,11 @@ class _Selected(torch.autograd.Function):
         grad_w.index_add_(0, cols, centred * g.unsqueeze(1))
         per_feature = torch.zeros(W_enc.shape[1], dtype=grad.dtype, device=grad.device).index_add_(0, cols, g)
         return None, None, -(W_enc @ per_feature), grad_w.t(), per_feature if ctx.has_bias else None, None, None
+
+
+def _at(t: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The entries of a (batch, d_sae) tensor at the pairs (rows, cols), detached."""
+    return t.detach().reshape(-1).index_select(0, rows * t.shape[1] + cols)
 
 
 def _pairs(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -315,8 +319,7 @@ class GatedSAE(SAE):
         else:
             # Every term lives on the open gates (closed gates give f = 0 and ReLU(pi_gate) = 0, and the Heaviside
             # passes no gradient), so decoding and the gradients touch only those pairs. Same loss and gradients.
-            selected = projection.detach().reshape(-1).index_select(0, rows * self.d_sae + cols)
-            selected = _Selected.apply(selected, x, self.b_dec, self.W_enc, None, rows, cols)
+            selected = _Selected.apply(_at(projection, rows, cols), x, self.b_dec, self.W_enc, None, rows, cols)
             gate = torch.relu(selected + self.b_gate[cols])
             f = torch.relu(selected * self.r_mag.exp()[cols] + self.b_mag[cols])
             x_hat = _sparse_decode(f, cols, self.W_dec, offsets) + self.b_dec
