@@ -38,6 +38,15 @@ def test_gated_recovers_planted_atoms_and_holds_target_l0(atoms, tmp_path):
     assert metrics["fvu"] < 0.2
 
 
+def test_jumprelu_recovers_planted_atoms_and_holds_target_l0(atoms, tmp_path):
+    x, a, _ = atoms
+    trainer = Trainer(TrainConfig(architecture="jumprelu", d_sae=512, target_l0=8, epochs=40, log_every=0), x,
+                      tmp_path)
+    metrics = trainer.train()
+    assert recovery(trainer.sae.W_dec.detach(), a) >= 0.9
+    assert metrics["target_l0_reached"] and metrics["fvu"] < 0.1
+
+
 def _random_embeddings(n=600, d=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g) * 3 + 1

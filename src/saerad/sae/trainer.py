@@ -125,7 +125,10 @@ class Trainer:
         sample = self.x[torch.randperm(n, generator=generator)[:10_000]]
         self.sae: SAE = make_sae(config.architecture, d_in, d_sae, k)
         self.sae.initialize(geometric_median(sample), generator)
-        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.lr)
+        scales = {}
+        for name, p in self.sae.named_parameters():
+            scales.setdefault(self.sae.lr_scale.get(name, 1.0), []).append(p)
+        self.optimizer = torch.optim.Adam([{"params": ps, "lr_scale": s} for s, ps in scales.items()], lr=config.lr)
         self.model, self.optimizer = self.acc.prepare(self.sae, self.optimizer)
         self.step = 0
         self.coef = config.sparsity_coef if config.sparsity_coef is not None else DEFAULT_COEF[config.architecture]
@@ -174,7 +177,7 @@ class Trainer:
     def _train_step(self, step: int) -> dict:
         x = self.x[self.batch_rows(step)].to(self.acc.device)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(step)
+            group["lr"] = self.lr_at(step) * group["lr_scale"]
         dead = (self.since_fired >= self.dead_window).to(self.acc.device)
         out = self.model(x, self.coef_at(step), dead)
         if not torch.isfinite(out.total):
