@@ -68,6 +68,9 @@ class TrainConfig:
     """A feature is dead when it did not fire on the last this-many samples (default: one epoch, at most 10^6)."""
     l0_gain: float = 0.003
     """Step size of the multiplicative sparsity-coefficient controller used with target_l0."""
+    gate_lr_scale: float = 1.0
+    """Learning-rate multiple of the gated SAE's b_gate, b_mag and r_mag (100: the gates close fast enough for
+    target_l0 where the centred inputs are large, but on the demo's embeddings fewer features stay alive)."""
 
     def __post_init__(self):
         if self.architecture not in DEFAULT_COEF:
@@ -77,6 +80,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
+        if not self.gate_lr_scale > 0:
+            raise ValueError(f"gate_lr_scale must be positive; got {self.gate_lr_scale}")
         if self.k is not None and self.k < 1:
             raise ValueError(f"k must be >= 1; got {self.k}")
         if self.target_l0 is not None and not self.target_l0 > 0:
@@ -127,7 +132,8 @@ class Trainer:
         self.sae.initialize(geometric_median(sample), generator)
         scales = {}
         for name, p in self.sae.named_parameters():
-            scales.setdefault(self.sae.lr_scale.get(name, 1.0), []).append(p)
+            scale = self.sae.lr_scale.get(name, 1.0) * (config.gate_lr_scale if name in self.sae.gate_params else 1.0)
+            scales.setdefault(scale, []).append(p)
         self.optimizer = torch.optim.Adam([{"params": ps, "lr_scale": s} for s, ps in scales.items()], lr=config.lr)
         self.model, self.optimizer = self.acc.prepare(self.sae, self.optimizer)
         self.step = 0
@@ -262,7 +268,8 @@ class Trainer:
             return False
         meta = json.loads((folder / "state.json").read_text())
         free = ("max_steps", "checkpoint_every")  # may change between an interrupted run and its resumption
-        saved = {k: v for k, v in meta["config"].items() if k not in free}
+        # A setting added after the checkpoint was written takes its default.
+        saved = {k: v for k, v in {**asdict(TrainConfig()), **meta["config"]}.items() if k not in free}
         current = {k: v for k, v in asdict(self.cfg).items() if k not in free}
         if saved != current:
             diff = sorted(k for k in current if saved.get(k) != current[k])
@@ -335,8 +342,8 @@ class Trainer:
                 logger.warning(
                     f"mean L0 {metrics['l0']:.1f} did not settle within {L0_TOLERANCE:.0%} of --target-l0 "
                     f"{self.cfg.target_l0:g} (final sparsity coefficient {self.coef:.3g}); the controller is bounded "
-                    "to 1/20-5x its initial value, so try another --sparsity-coef, more --epochs, or --architecture "
-                    "topk")
+                    "to 1/20-5x its initial value, so try another --sparsity-coef, more --epochs, --gate-lr-scale 100 "
+                    "(gated), or --architecture topk")
         self.acc.wait_for_everyone()
         return metrics
 
