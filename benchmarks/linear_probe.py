@@ -5,9 +5,11 @@
 One logistic regression per phantom finding label (train split), AUROC on the test split; macro AUROC over the
 labels with at least 5 test positives. No test image is used for training the backbone or the probe.
 
-It also splits the embedding's variance (train split) by what a linear map explains: the phantom patient's
-parameters (size, position, diaphragm, exposure, noise), the drawn findings, or both. An SAE spends its features on
-the variance it sees; a backbone whose variance is mostly the patient gives features that follow the patient.
+It also probes the labels the evaluation scores (the rule-based labeler on each report's FINDINGS), and splits the
+embedding's variance (train split) by what a linear map explains: the phantom patient's parameters (size, position,
+diaphragm, exposure, noise) together and one by one, the drawn findings, or both, and the share of its top 3 principal
+components. An SAE spends its features on the variance it sees; a backbone whose variance is mostly the patient gives
+features that follow the patient.
 """
 
 import argparse
@@ -21,6 +23,7 @@ from saerad.data.adapters import load_iu_phantom, phantom_seed
 from saerad.data.phantom import Patient
 from saerad.embed import embed, load_embeddings
 from saerad.interpret.score import auroc
+from saerad.labeler import label_report
 
 DEFAULT_BACKBONE = "src/saerad/assets/phantom-dino"
 
@@ -34,26 +37,41 @@ def main() -> None:
     data = load_iu_phantom()
     with tempfile.TemporaryDirectory() as tmp:
         data.save_to_disk(f"{tmp}/data")
-        xs, labels = {}, {}
+        xs, labels, reported = {}, {}, {}
         for split in ("train", "test"):
             embed(args.backbone, f"{tmp}/data", split, f"{tmp}/{split}", pooling=args.pooling, num_workers=2)
             xs[split], _ = load_embeddings(f"{tmp}/{split}")
             labels[split] = [{f["label"] for f in row} for row in data[split]["phantom_findings"]]
+            reported[split] = [{k for k, v in label_report(text).items() if v in ("positive", "uncertain")}
+                               for text in data[split]["findings"]]
     explained = variance_explained(xs["train"], data["train"])
     mean, std = xs["train"].mean(0), xs["train"].std(0) + 1e-6
     train, test = (xs["train"] - mean) / std, (xs["test"] - mean) / std
-    names = sorted({label for row in labels["train"] for label in row})
+    print(f"backbone {args.backbone} ({args.pooling} pooling): linear probe AUROC on the IU-phantom test split")
+    for title, lab in (("phantom finding (drawn)", labels), ("reported label (labeler, uncertain as positive)", reported)):
+        rows = probe(train, lab["train"], test, lab["test"], args.epochs)
+        print(f"\n| {title} | test positives | AUROC |")
+        print("|---|---|---|")
+        for name, n, score in rows:
+            print(f"| {name} | {n} | {score:.3f} |")
+        print(f"\nmacro AUROC over {len(rows)} labels: {np.mean([r[2] for r in rows]):.3f}")
+    print("\nshare of the train embeddings' variance explained linearly by: " +
+          ", ".join(f"{k} {v:.3f}" for k, v in explained.items()))
+
+
+def probe(train: torch.Tensor, train_labels: list, test: torch.Tensor, test_labels: list, epochs: int) -> list:
+    """(label, test positives, test AUROC) of one logistic regression per label with >= 5 positives in each split."""
     rows = []
-    for name in names:
-        y = torch.tensor([name in row for row in labels["train"]], dtype=torch.float32)
-        y_test = [name in row for row in labels["test"]]
+    for name in sorted({label for row in train_labels for label in row}):
+        y = torch.tensor([name in row for row in train_labels], dtype=torch.float32)
+        y_test = [name in row for row in test_labels]
         if sum(y_test) < 5 or y.sum() < 5:
             continue
         w = torch.zeros(train.shape[1], requires_grad=True)
         b = torch.zeros(1, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=0.05)
         pos_weight = (len(y) - y.sum()) / y.sum()
-        for _ in range(args.epochs):
+        for _ in range(epochs):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(train @ w + b, y, pos_weight=pos_weight)
             loss = loss + 1e-3 * w.pow(2).sum()
             opt.zero_grad()
@@ -61,29 +79,27 @@ def main() -> None:
             opt.step()
         with torch.no_grad():
             rows.append((name, sum(y_test), auroc((test @ w + b).numpy(), y_test)))
-    print(f"backbone {args.backbone} ({args.pooling} pooling): linear probe AUROC on the IU-phantom test split\n")
-    print("| finding | test positives | AUROC |")
-    print("|---|---|---|")
-    for name, n, score in rows:
-        print(f"| {name} | {n} | {score:.3f} |")
-    print(f"\nmacro AUROC over {len(rows)} findings: {np.mean([r[2] for r in rows]):.3f}")
-    print("\nshare of the train embeddings' variance explained linearly by: " +
-          ", ".join(f"{k} {v:.3f}" for k, v in explained.items()))
+    return rows
 
 
 def variance_explained(x: torch.Tensor, rows) -> dict:
-    """R^2 of least-squares fits of the embeddings on the patient parameters, the findings, and both."""
+    """R^2 of least-squares fits of the embeddings on the patient parameters (together and each alone), the findings,
+    and both; and the variance share of the top 3 principal components."""
     x = x.double().numpy()
     x = x - x.mean(0)
     patients = np.array([dataclasses.astuple(Patient.from_seed(phantom_seed(i))) for i in rows["id"]])
     found = [{f["label"] for f in row} for row in rows["phantom_findings"]]
     names = sorted(set().union(*found))
     findings = np.array([[name in row for name in names] for row in found], dtype=np.float64)
+    designs = [("patient", patients), ("findings", findings), ("both", np.c_[patients, findings])]
+    designs += [(f"patient.{f.name} alone", patients[:, [j]]) for j, f in enumerate(dataclasses.fields(Patient))]
     out = {}
-    for key, design in (("patient", patients), ("findings", findings), ("both", np.c_[patients, findings])):
+    for key, design in designs:
         design = np.c_[design, np.ones(len(x))]
         coef, *_ = np.linalg.lstsq(design, x, rcond=None)
         out[key] = float(1 - ((x - design @ coef) ** 2).sum() / (x**2).sum())
+    spectrum = np.linalg.svd(x, compute_uv=False) ** 2
+    out["top 3 principal components"] = float(spectrum[:3].sum() / spectrum.sum())
     return out
 
 
