@@ -52,9 +52,10 @@ def test_gate_lr_scale_lets_the_target_l0_settle_where_the_centred_inputs_are_la
     assert fast["target_l0_reached"] and fast["fvu"] < 0.1 and fast_recovery >= 0.95
 
 
-def test_jumprelu_recovers_planted_atoms_and_holds_target_l0(atoms, tmp_path):
+@pytest.mark.parametrize("target", [5, 8])
+def test_jumprelu_recovers_planted_atoms_and_holds_target_l0(atoms, target, tmp_path):
     x, a, _ = atoms
-    trainer = Trainer(TrainConfig(architecture="jumprelu", d_sae=512, target_l0=8, epochs=40, log_every=0), x,
+    trainer = Trainer(TrainConfig(architecture="jumprelu", d_sae=512, target_l0=target, epochs=40, log_every=0), x,
                       tmp_path)
     metrics = trainer.train()
     assert recovery(trainer.sae.W_dec.detach(), a) >= 0.9
