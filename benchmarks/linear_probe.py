@@ -22,8 +22,9 @@ import torch
 from saerad.data.adapters import load_iu_phantom, phantom_seed
 from saerad.data.phantom import Patient
 from saerad.embed import embed, load_embeddings
+from saerad.evaluation.metrics import ChexpertF1
 from saerad.interpret.score import auroc
-from saerad.labeler import label_report
+from saerad.labeler import OBSERVATIONS
 
 DEFAULT_BACKBONE = "src/saerad/assets/phantom-dino"
 
@@ -42,7 +43,8 @@ def main() -> None:
             embed(args.backbone, f"{tmp}/data", split, f"{tmp}/{split}", pooling=args.pooling, num_workers=2)
             xs[split], _ = load_embeddings(f"{tmp}/{split}")
             labels[split] = [{f["label"] for f in row} for row in data[split]["phantom_findings"]]
-            reported[split] = [{k for k, v in label_report(text).items() if v in ("positive", "uncertain")}
+            # the observations the evaluation's CheXpert F1 scores, binarised the same way
+            reported[split] = [{o for o, v in zip(OBSERVATIONS, ChexpertF1.binarize(text)) if v}
                                for text in data[split]["findings"]]
     explained = variance_explained(xs["train"], data["train"])
     mean, std = xs["train"].mean(0), xs["train"].std(0) + 1e-6
