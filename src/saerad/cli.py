@@ -138,8 +138,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import PretrainConfig, pretrain
 
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                            image_size=args.image_size, num_workers=args.num_workers, lora_rank=args.lora_rank)
-    command = (f"saerad pretrain --dataset {args.dataset} --out {args.out} --steps {args.steps} "
+                            image_size=args.image_size, num_workers=args.num_workers, lora_rank=args.lora_rank,
+                            objective=args.objective, projector=args.projector)
+    command = (f"saerad pretrain --dataset {args.dataset} --out {args.out} --objective {args.objective} "
+               + (f"--projector {args.projector} " if args.objective == "vicreg" else "") + f"--steps {args.steps} "
                f"--batch-size {args.batch_size} --lr {args.lr} --image-size {args.image_size} --seed {args.seed}"
                + (f" --init {args.init}" if args.init else "") + (f" --lora --lora-rank {args.lora_rank}"
                                                                   if args.lora else ""))
@@ -201,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="existing backbone to adapt (folder or hub id)")
     p.add_argument("--lora", action="store_true", help="adapt --init with a LoRA adapter, merged before export")
     p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--objective", choices=["thumbnail", "vicreg"], default="thumbnail",
+                   help="what trains the CLS token besides masked patch prediction")
+    p.add_argument("--projector", type=int, default=512, help="vicreg: projector width; 0 applies it to the CLS token")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

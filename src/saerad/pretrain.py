@@ -38,7 +38,13 @@ class PretrainConfig:
     mask_ratio: float = 0.6
     """Fraction of patches masked."""
     thumbnail: int = 16
-    """Side of the thumbnail the CLS token predicts."""
+    """Side of the thumbnail the CLS token predicts (objective thumbnail)."""
+    objective: str = "thumbnail"
+    """What trains the CLS token: `thumbnail` (predict a 16x16 thumbnail) or `vicreg` (two strongly augmented
+    views agree, VICReg)."""
+    projector: int = 512
+    """Width of the VICReg projector; 0: the loss acts on the CLS token itself (no projector), which keeps the
+    representation from collapsing onto a few directions (DirectCLR, Jing et al. 2022)."""
     steps: int = 3000
     """Optimiser steps."""
     batch_size: int = 64
@@ -53,6 +59,13 @@ class PretrainConfig:
     """DataLoader workers rendering or decoding images."""
     seed: int = 0
     """Seeds initialisation, masks and fresh phantom patients."""
+
+
+OBJECTIVES = {
+    "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
+    "vicreg": "masked image modelling (60% patches, normalised pixels) + VICReg on the CLS tokens of two strongly "
+              "augmented views (affine, exposure, blur, noise)",
+}
 
 
 class PhantomStream(torch.utils.data.IterableDataset):
@@ -106,8 +119,47 @@ def _augment(image, rng: random.Random):
     return ImageEnhance.Brightness(image).enhance(rng.uniform(0.9, 1.1))
 
 
+def _strong_augment(image, rng: random.Random):
+    """Views for the invariance objective: a random affine (anisotropic scale, shift, small rotation), exposure
+    (gain, gamma, brightness), blur and noise; never a flip (laterality is a finding)."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    w, h = image.size
+    sx, sy = rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)
+    angle = math.radians(rng.uniform(-5, 5))
+    tx, ty = rng.uniform(-0.06, 0.06) * w, rng.uniform(-0.06, 0.06) * h
+    cos, sin = math.cos(angle), math.sin(angle)
+    # inverse map (output -> input) about the centre
+    a, b, d, e = cos / sx, sin / sx, -sin / sy, cos / sy
+    cx, cy = w / 2, h / 2
+    c = cx - a * (cx + tx) - b * (cy + ty)
+    f = cy - d * (cx + tx) - e * (cy + ty)
+    image = image.transform((w, h), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    x = np.clip(x, 0, 1) ** rng.uniform(0.75, 1.33) * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
+    x = x + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(0, 0.03), x.shape)
+    return Image.fromarray(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8), mode="L")
+
+
+def _vicreg(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """VICReg (Bardes et al. 2022) with its 25/25/1 weights divided by 25."""
+    invariance = F.mse_loss(z1, z2)
+    variance = covariance = 0.0
+    for z in (z1, z2):
+        z = z - z.mean(0)
+        std = (z.var(0) + 1e-4).sqrt()
+        variance = variance + F.relu(1 - std).mean() / 2
+        cov = (z.T @ z) / (len(z) - 1)
+        off = cov - torch.diag(torch.diag(cov))
+        covariance = covariance + off.pow(2).sum() / z.shape[1] / 2
+    return invariance + variance + covariance / 25
+
+
 class MaskedImageModel(nn.Module):
-    """Backbone plus the two prediction heads (dropped at export)."""
+    """Backbone plus the objective's heads (dropped at export)."""
 
     def __init__(self, backbone, config: PretrainConfig):
         super().__init__()
@@ -116,10 +168,29 @@ class MaskedImageModel(nn.Module):
         self.patch = backbone.config.patch_size
         self.pixel_head = nn.Linear(hidden, self.patch * self.patch)
         self.thumb_head = nn.Linear(hidden, config.thumbnail * config.thumbnail)
-        self.thumbnail, self.mask_ratio = config.thumbnail, config.mask_ratio
+        self.thumbnail, self.mask_ratio, self.objective = config.thumbnail, config.mask_ratio, config.objective
+        if config.objective == "vicreg":
+            width = config.projector
+            self.projector = nn.Identity() if not width else nn.Sequential(
+                nn.Linear(hidden, width), nn.BatchNorm1d(width), nn.ReLU(),
+                nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, width))
 
     def forward(self, pixels: torch.Tensor, generator: torch.Generator) -> dict:
-        b, _, h, w = pixels.shape
+        if self.objective == "vicreg":  # the collate put the first views of the images first, then the second
+            half = len(pixels) // 2
+            mim_1, cls_1 = self._masked(pixels[:half], generator)
+            mim_2, cls_2 = self._masked(pixels[half:], generator)
+            mim, agree = (mim_1 + mim_2) / 2, _vicreg(self.projector(cls_1), self.projector(cls_2))
+            return {"loss": mim + agree, "mim": mim, "vicreg": agree}
+        mim, cls = self._masked(pixels, generator)
+        thumb = F.adaptive_avg_pool2d(pixels[:, :1], self.thumbnail).flatten(1)
+        thumb = (thumb - thumb.mean(-1, keepdim=True)) / (thumb.std(-1, keepdim=True) + 1e-6)
+        glob = (self.thumb_head(cls) - thumb).pow(2).mean()
+        return {"loss": mim + glob, "mim": mim, "global": glob}
+
+    def _masked(self, pixels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked patch prediction loss and the CLS token of the masked view."""
+        b = pixels.shape[0]
         gray = pixels[:, :1]  # the processor replicated grayscale to 3 channels
         patches = F.unfold(gray, self.patch, stride=self.patch).transpose(1, 2)  # (b, n, p*p)
         n = patches.shape[1]
@@ -130,11 +201,7 @@ class MaskedImageModel(nn.Module):
         hidden = self.backbone(pixel_values=pixels, bool_masked_pos=mask.to(pixels.device)).last_hidden_state
         target = (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6).sqrt()
         pred = self.pixel_head(hidden[:, 1 : n + 1])
-        mim = (pred - target).pow(2).mean(-1)[mask.to(pred.device)].mean()
-        thumb = F.adaptive_avg_pool2d(gray, self.thumbnail).flatten(1)
-        thumb = (thumb - thumb.mean(-1, keepdim=True)) / (thumb.std(-1, keepdim=True) + 1e-6)
-        glob = (self.thumb_head(hidden[:, 0]) - thumb).pow(2).mean()
-        return {"loss": mim + glob, "mim": mim, "global": glob}
+        return (pred - target).pow(2).mean(-1)[mask.to(pred.device)].mean(), hidden[:, 0]
 
 
 def _backbone(config: PretrainConfig, init: Optional[str]):
@@ -182,6 +249,9 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     rng = random.Random(config.seed)
 
     def collate(images):
+        if config.objective == "vicreg":
+            views = [_strong_augment(im, rng) for _ in range(2) for im in images]
+            return processor(images=views, return_tensors="pt")["pixel_values"]
         return processor(images=[_augment(im, rng) for im in images], return_tensors="pt")["pixel_values"]
 
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.num_workers,
@@ -215,7 +285,7 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     processor.save_pretrained(folder)
     tail = history[-min(50, len(history)):]
     summary = {
-        "objective": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
+        "objective": OBJECTIVES[config.objective],
         "dataset": dataset, "init": init, "lora": lora, "config": asdict(config),
         "final_loss": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]} if tail else None,
         "command": command,
