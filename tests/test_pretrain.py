@@ -56,6 +56,12 @@ def test_vicreg_objective_trains_the_cls_token_and_records_its_command(tmp_path)
     assert AutoModel.from_pretrained(tmp_path / "bb").config.image_size == 32
 
 
+def test_vicreg_needs_a_batch_to_measure_variance(tmp_path, capsys):
+    assert main(["pretrain", "--dataset", "iu-phantom", "--objective", "vicreg", "--batch-size", "1",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--batch-size of at least 2" in capsys.readouterr().err
+
+
 def test_vicreg_loss_rewards_agreeing_spread_out_views_and_penalises_collapse():
     from saerad.pretrain import _vicreg
 

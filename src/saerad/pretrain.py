@@ -60,6 +60,12 @@ class PretrainConfig:
     seed: int = 0
     """Seeds initialisation, masks and fresh phantom patients."""
 
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}; got {self.objective!r}")
+        if self.objective == "vicreg" and self.batch_size < 2:
+            raise ValueError("--objective vicreg needs --batch-size of at least 2 (it spreads the batch's variance)")
+
 
 OBJECTIVES = {
     "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
