@@ -3,7 +3,9 @@
 Objective (SimMIM-style, with a global target for the CLS token): 60% of the patches are replaced by the mask
 token; a linear head predicts each masked patch's pixels (normalised per patch) from its output token, and a
 linear head on the CLS token predicts a 16x16 thumbnail of the whole (unmasked) image. Both are mean squared
-errors. `--init ID --lora` adapts an existing backbone with a PEFT LoRA adapter on the same objective and merges it.
+errors. `--objective vicreg` replaces the thumbnail with VICReg between the CLS tokens of two strongly augmented views
+of each image, the masked patches predicted in both. `--init ID --lora` adapts an existing backbone with a PEFT LoRA
+adapter on the same objective and merges it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,7 @@ class PretrainConfig:
     """What trains the CLS token: `thumbnail` (predict a 16x16 thumbnail) or `vicreg` (two strongly augmented
     views agree, VICReg)."""
     projector: int = 512
-    """Width of the VICReg projector; 0: the loss acts on the CLS token itself (no projector), which keeps the
-    representation from collapsing onto a few directions (DirectCLR, Jing et al. 2022)."""
+    """Width of the VICReg projector; 0: the loss acts on the CLS token itself."""
     steps: int = 3000
     """Optimiser steps."""
     batch_size: int = 64
