@@ -22,6 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+OBJECTIVES = {
+    "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
+    "vicreg": "masked image modelling (60% patches, normalised pixels) + VICReg on the CLS tokens of two strongly "
+              "augmented views (affine, exposure, blur, noise)",
+}
+
 
 @dataclass
 class PretrainConfig:
@@ -66,13 +72,6 @@ class PretrainConfig:
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}; got {self.objective!r}")
         if self.objective == "vicreg" and self.batch_size < 2:
             raise ValueError("--objective vicreg needs --batch-size of at least 2 (it spreads the batch's variance)")
-
-
-OBJECTIVES = {
-    "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
-    "vicreg": "masked image modelling (60% patches, normalised pixels) + VICReg on the CLS tokens of two strongly "
-              "augmented views (affine, exposure, blur, noise)",
-}
 
 
 class PhantomStream(torch.utils.data.IterableDataset):
@@ -152,7 +151,8 @@ def _strong_augment(image, rng: random.Random):
 
 
 def _vicreg(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """VICReg (Bardes et al. 2022) with its 25/25/1 weights divided by 25."""
+    """VICReg (Bardes et al. 2022) with its 25/25/1 weights divided by 25; the covariance term is averaged over the
+    two views where the paper sums it."""
     invariance = F.mse_loss(z1, z2)
     variance = covariance = 0.0
     for z in (z1, z2):
