@@ -28,8 +28,9 @@ def run(x: np.ndarray, reports: list[str], folder: Path, seed: int, holdout: flo
     with open(folder / "reports.jsonl", "w") as f:
         for i, text in enumerate(reports):
             f.write(json.dumps({"id": str(i), "findings": text}) + "\n")
+    # The magnitude path at 1x, as in the demo.
     config = TrainConfig(architecture="gated", expansion_factor=1, target_l0=3.0, epochs=60, batch_size=64, seed=seed,
-                         log_every=0)
+                         log_every=0, magnitude_lr_scale=1.0)
     sae = train(str(folder / "x.npy"), str(folder / "sae"), config)
     metrics = interpret(str(folder / "sae"), str(folder / "x.npy"), str(folder / "reports.jsonl"),
                         str(folder / "interpret"), holdout=holdout)

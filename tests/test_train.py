@@ -34,21 +34,22 @@ def test_gated_recovers_planted_atoms_and_holds_target_l0(atoms, tmp_path):
     metrics = trainer.train()
     assert recovery(trainer.sae.W_dec.detach(), a) >= 0.9
     assert 6 <= metrics["l0"] <= 10 and metrics["target_l0_reached"]
-    # The issue asks FVU < 0.1; the gated SAE reaches ~0.15 here (0.109 with gate_lr_scale 100; TopK 0.075).
-    assert metrics["fvu"] < 0.2
+    assert metrics["fvu"] < 0.1  # measured 0.096 (data seeds 0-2); 0.15 with the magnitude path at 1x
 
 
-def test_gate_lr_scale_lets_the_target_l0_settle_where_the_centred_inputs_are_large(tmp_path):
-    # Atoms in R^192 with no common offset: the gates must close far from where they start, and at 1x Adam moves
-    # b_gate too slowly (L0 ~12 for a target of 8, FVU ~0.5).
+def test_fast_magnitude_path_lets_the_gated_sae_hold_its_target_where_the_centred_inputs_are_large(tmp_path):
+    # Atoms in R^192 with no common offset. With r_mag and b_mag at 1x the learning rate the magnitudes lag the
+    # activations' scale: L0 ~12 for a target of 8, FVU ~0.54.
     x, a, _ = sparse_atoms(n=10000, d=192, atoms=512, k=8)
     runs = {}
-    for scale in (1.0, 100.0):
-        config = TrainConfig(architecture="gated", d_sae=1024, target_l0=8, epochs=20, log_every=0, gate_lr_scale=scale)
+    for scale in (1.0, TrainConfig().magnitude_lr_scale):
+        config = TrainConfig(architecture="gated", d_sae=1024, target_l0=8, epochs=20, log_every=0,
+                             magnitude_lr_scale=scale)
         trainer = Trainer(config, x, tmp_path / str(scale))
         runs[scale] = trainer.train(), recovery(trainer.sae.W_dec.detach(), a)
-    assert not runs[1.0][0]["target_l0_reached"]
-    fast, fast_recovery = runs[100.0]
+    slow, _ = runs.pop(1.0)
+    (fast, fast_recovery), = runs.values()
+    assert not slow["target_l0_reached"] and slow["fvu"] > 0.3
     assert fast["target_l0_reached"] and fast["fvu"] < 0.1 and fast_recovery >= 0.95
 
 
@@ -93,9 +94,11 @@ def test_export_folds_the_input_scale_and_loads_into_the_model(architecture, tmp
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     np.save(tmp_path / "x.npy", _random_embeddings().numpy())
     common = ["train", "--embeddings", str(tmp_path / "x.npy"), "--architecture", "gated", "--expansion-factor", "2",
-              "--epochs", "4", "--batch-size", "64", "--target-l0", "5", "--log-every", "3", "--gate-lr-scale", "10"]
+              "--epochs", "4", "--batch-size", "64", "--target-l0", "5", "--log-every", "3", "--gate-lr-scale", "10",
+              "--magnitude-lr-scale", "30"]
     assert main([*common, "--out", str(tmp_path / "straight")]) == 0
-    assert json.loads((tmp_path / "straight" / "sae_config.json").read_text())["train_config"]["gate_lr_scale"] == 10
+    recorded = json.loads((tmp_path / "straight" / "sae_config.json").read_text())["train_config"]
+    assert recorded["gate_lr_scale"] == 10 and recorded["magnitude_lr_scale"] == 30
     assert main([*common, "--out", str(tmp_path / "resumed"), "--max-steps", "13", "--checkpoint-every", "5"]) == 0
     assert not (tmp_path / "resumed" / "sae.safetensors").exists()
     assert json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["step"] == 13
@@ -241,3 +244,9 @@ def test_gated_training_loss_matches_the_written_formulation(b_gate):
     assert (float((pi_gate > 0).float().mean()) <= SPARSE_DENSITY) == (b_gate < 0)
     out = sae.loss(x, 0.7)
     assert_same_training_step(sae, out, reference, f)
+
+
+@pytest.mark.parametrize("setting", ["gate_lr_scale", "magnitude_lr_scale", "lr"])
+def test_non_positive_learning_rate_settings_are_refused(setting):
+    with pytest.raises(ValueError, match=f"{setting} must be positive; got 0"):
+        TrainConfig(**{setting: 0})

@@ -112,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_l0=args.target_l0, sparsity_coef=args.sparsity_coef, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         max_steps=args.max_steps, gate_lr_scale=args.gate_lr_scale,
+        magnitude_lr_scale=args.magnitude_lr_scale,
     )
     try:
         metrics = train(args.embeddings, args.out, config, resume=args.resume, log_with=args.log_with)
@@ -236,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-l0", type=float, help="steer the sparsity coefficient to this mean L0")
     p.add_argument("--sparsity-coef", type=float)
     p.add_argument("--gate-lr-scale", type=float, default=1.0,
-                   help="gated: learning-rate multiple of b_gate, b_mag, r_mag (try 100 when --target-l0 is missed)")
+                   help="gated: learning-rate multiple of b_gate (try 100 when --target-l0 is missed)")
+    p.add_argument("--magnitude-lr-scale", type=float, default=300.0,
+                   help="gated: learning-rate multiple of the magnitude path's r_mag and b_mag")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -50,6 +50,7 @@ class SAE(nn.Module):
     unit_norm_decoder = False
     lr_scale: dict = {}  # parameter name -> multiple of the learning rate it trains at (default 1)
     gate_params: tuple = ()  # parameters that train at TrainConfig.gate_lr_scale times the learning rate
+    magnitude_params: tuple = ()  # parameters that train at TrainConfig.magnitude_lr_scale times the learning rate
 
     def __init__(self, d_in: int, d_sae: int, k: int = 0):
         super().__init__()
@@ -294,7 +295,8 @@ class GatedSAE(SAE):
     """
 
     architecture = "gated"
-    gate_params = ("b_gate", "b_mag", "r_mag")
+    gate_params = ("b_gate",)
+    magnitude_params = ("b_mag", "r_mag")
 
     def __init__(self, d_in: int, d_sae: int, k: int = 0):
         super().__init__(d_in, d_sae, k)
