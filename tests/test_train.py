@@ -117,6 +117,21 @@ def test_rerun_without_resume_and_changed_settings_are_refused(tmp_path, capsys)
     assert "other settings (lr)" in capsys.readouterr().err
 
 
+def test_checkpoint_from_before_the_magnitude_scale_resumes_only_with_its_old_meaning(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", _random_embeddings().numpy())
+    args = ["train", "--embeddings", str(tmp_path / "x.npy"), "--expansion-factor", "2", "--epochs", "2",
+            "--batch-size", "64", "--max-steps", "3", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    state = tmp_path / "run" / "checkpoint" / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["config"]["magnitude_lr_scale"]  # as written by saerad before it had the setting
+    state.write_text(json.dumps(meta))
+    assert main([*args[:-4], "--out", str(tmp_path / "run"), "--resume"]) == 2
+    assert "other settings (magnitude_lr_scale)" in capsys.readouterr().err
+    assert main([*args[:-4], "--magnitude-lr-scale", "1", "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert (tmp_path / "run" / "sae.safetensors").exists()
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     x = _random_embeddings()
     trainer = Trainer(TrainConfig(architecture="relu", d_sae=64, epochs=4, batch_size=64, checkpoint_every=2,

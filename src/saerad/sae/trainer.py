@@ -272,8 +272,10 @@ class Trainer:
             return False
         meta = json.loads((folder / "state.json").read_text())
         free = ("max_steps", "checkpoint_every")  # may change between an interrupted run and its resumption
-        # A setting added after the checkpoint was written takes its default.
-        saved = {k: v for k, v in {**asdict(TrainConfig()), **meta["config"]}.items() if k not in free}
+        # A setting added after the checkpoint was written takes its default; before magnitude_lr_scale existed,
+        # gate_lr_scale also scaled the magnitude path.
+        written = {"magnitude_lr_scale": meta["config"].get("gate_lr_scale", 1.0), **meta["config"]}
+        saved = {k: v for k, v in {**asdict(TrainConfig()), **written}.items() if k not in free}
         current = {k: v for k, v in asdict(self.cfg).items() if k not in free}
         if saved != current:
             diff = sorted(k for k in current if saved.get(k) != current[k])
