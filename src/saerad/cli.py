@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity-coef", type=float)
     p.add_argument("--gate-lr-scale", type=float, default=1.0,
                    help="gated: learning-rate multiple of b_gate (try 100 when --target-l0 is missed)")
-    p.add_argument("--magnitude-lr-scale", type=float, default=300.0,
+    p.add_argument("--magnitude-lr-scale", type=float, default=200.0,
                    help="gated: learning-rate multiple of the magnitude path's r_mag and b_mag")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)

@@ -70,9 +70,9 @@ class TrainConfig:
     """Step size of the multiplicative sparsity-coefficient controller used with target_l0."""
     gate_lr_scale: float = 1.0
     """Learning-rate multiple of the gated SAE's b_gate (100: the gates close faster)."""
-    magnitude_lr_scale: float = 300.0
+    magnitude_lr_scale: float = 200.0
     """Learning-rate multiple of the gated SAE's magnitude path, r_mag and b_mag: at 1x they lag the activations' scale
-    (4 of 256 atoms in R^64, target L0 8: FVU 0.15 at 1x, 0.096 at 300x)."""
+    (4 of 256 atoms in R^64, target L0 8: FVU 0.15 at 1x, 0.095 at 100-300x, 0.103 at 500x, 0.18 at 1000x)."""
 
     def __post_init__(self):
         if self.architecture not in DEFAULT_COEF:
