@@ -1,10 +1,11 @@
 """The interpreter on embeddings made of the findings: how far do SAE training, extractive description and detection
 scoring get when the embedding is exactly what the phantom draws?
 
-    python benchmarks/interpret_planted_findings.py [--seed 0] [--holdout 0.1]
+    python benchmarks/interpret_planted_findings.py [--seed 0] [--holdout 0.1] [--magnitude-lr-scale 1]
 
 Each IU-phantom train row gets x = sum of one random unit direction (R^192) per drawn finding label + 0.5 + noise;
-its report is the real IU report text. A gated SAE (x1, target L0 3) is trained, interpreted with the extractive
+its report is the real IU report text. A gated SAE (x1, target L0 3; its magnitude path at 1x, as in the demo,
+unless `--magnitude-lr-scale` says otherwise) is trained, interpreted with the extractive
 describer and scored on a hash hold-out (10% by default; features firing on fewer than 5 held-out rows are not
 scored, so a larger hold-out scores more of them). A control run with noise only shows the floor. Compare with the
 demo's numbers on the phantom backbone's embeddings (README, "The demo").
@@ -22,15 +23,15 @@ from saerad.interpret import interpret
 from saerad.sae import TrainConfig, train
 
 
-def run(x: np.ndarray, reports: list[str], folder: Path, seed: int, holdout: float) -> dict:
+def run(x: np.ndarray, reports: list[str], folder: Path, seed: int, holdout: float,
+        magnitude_lr_scale: float = 1.0) -> dict:
     """Train, interpret and score one embedding matrix; returns the SAE and interpretability metrics."""
     np.save(folder / "x.npy", x.astype(np.float32))
     with open(folder / "reports.jsonl", "w") as f:
         for i, text in enumerate(reports):
             f.write(json.dumps({"id": str(i), "findings": text}) + "\n")
-    # The magnitude path at 1x, as in the demo.
     config = TrainConfig(architecture="gated", expansion_factor=1, target_l0=3.0, epochs=60, batch_size=64, seed=seed,
-                         log_every=0, magnitude_lr_scale=1.0)
+                         log_every=0, magnitude_lr_scale=magnitude_lr_scale)
     sae = train(str(folder / "x.npy"), str(folder / "sae"), config)
     metrics = interpret(str(folder / "sae"), str(folder / "x.npy"), str(folder / "reports.jsonl"),
                         str(folder / "interpret"), holdout=holdout)
@@ -41,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", type=float, default=0.1, help="fraction of rows scored (chosen by id hash)")
+    parser.add_argument("--magnitude-lr-scale", type=float, default=1.0, help="the gated SAE's (the demo's: 1)")
     args = parser.parse_args()
     rows = load_iu_phantom()["train"].remove_columns("image")
     labels = sorted({f["label"] for row in rows["phantom_findings"] for f in row})
@@ -55,7 +57,8 @@ def main() -> None:
         for name, x in (("findings", drawn @ directions + 0.5 + noise), ("noise only", 0.5 + noise)):
             folder = Path(tmp) / name.replace(" ", "_")
             folder.mkdir()
-            results[name] = run(x, list(rows["findings"]), folder, args.seed, args.holdout)
+            results[name] = run(x, list(rows["findings"]), folder, args.seed, args.holdout,
+                                args.magnitude_lr_scale)
     print(f"IU-phantom train rows: {len(drawn)}, {len(labels)} finding labels, {drawn.sum(1).mean():.2f} per row\n")
     print("| embedding | L0 | FVU | live features | unscored (< 5 held-out firings) | median AUROC | "
           "live at AUROC >= 0.75 |")
