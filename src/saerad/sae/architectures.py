@@ -49,8 +49,7 @@ class SAE(nn.Module):
     architecture = "base"
     unit_norm_decoder = False
     lr_scale: dict = {}  # parameter name -> multiple of the learning rate it trains at (default 1)
-    gate_params: tuple = ()  # parameters that train at TrainConfig.gate_lr_scale times the learning rate
-    magnitude_params: tuple = ()  # parameters that train at TrainConfig.magnitude_lr_scale times the learning rate
+    lr_settings: dict = {}  # parameter name -> the TrainConfig field whose value further multiplies its learning rate
 
     def __init__(self, d_in: int, d_sae: int, k: int = 0):
         super().__init__()
@@ -295,8 +294,7 @@ class GatedSAE(SAE):
     """
 
     architecture = "gated"
-    gate_params = ("b_gate",)
-    magnitude_params = ("b_mag", "r_mag")
+    lr_settings = {"b_gate": "gate_lr_scale", "b_mag": "magnitude_lr_scale", "r_mag": "magnitude_lr_scale"}
 
     def __init__(self, d_in: int, d_sae: int, k: int = 0):
         super().__init__(d_in, d_sae, k)

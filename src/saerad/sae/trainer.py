@@ -135,8 +135,8 @@ class Trainer:
         self.sae.initialize(geometric_median(sample), generator)
         scales = {}
         for name, p in self.sae.named_parameters():
-            scale = self.sae.lr_scale.get(name, 1.0) * (config.gate_lr_scale if name in self.sae.gate_params else 1.0)
-            scale *= config.magnitude_lr_scale if name in self.sae.magnitude_params else 1.0
+            setting = self.sae.lr_settings.get(name)
+            scale = self.sae.lr_scale.get(name, 1.0) * (getattr(config, setting) if setting else 1.0)
             scales.setdefault(scale, []).append(p)
         self.optimizer = torch.optim.Adam([{"params": ps, "lr_scale": s} for s, ps in scales.items()], lr=config.lr)
         self.model, self.optimizer = self.acc.prepare(self.sae, self.optimizer)
