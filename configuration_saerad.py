@@ -7,7 +7,7 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 SAERAD_VERSION = "0.1.0"
-POOLINGS = ("cls", "mean", "cls_mean")
+POOLINGS = ("cls", "mean", "cls_mean", "max")
 SAE_ARCHITECTURES = ("gated", "topk", "jumprelu", "relu")
 
 # RAD-DINO (microsoft/rad-dino) is a DINOv2 ViT-B/14 at 518 px.
@@ -45,7 +45,8 @@ class SAERadConfig(PretrainedConfig):
             `Dinov2Config` shaped like `microsoft/rad-dino` (hidden 768, 12 layers, 12 heads, patch 14, 518 px).
         pooling (`str`, *optional*, defaults to `"cls"`):
             How the backbone output becomes one vector: `"cls"` (the CLS token, as in the paper), `"mean"` (mean of the
-            patch tokens) or `"cls_mean"` (the two concatenated).
+            patch tokens), `"cls_mean"` (the two concatenated) or `"max"` (each channel's maximum over the patch tokens,
+            so a finding in a few patches is not averaged away).
         d_in (`int`, *optional*):
             Width of the SAE input. It follows from the backbone and the pooling; when given it must agree.
         sae_architecture (`str`, *optional*, defaults to `"gated"`):

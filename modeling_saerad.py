@@ -293,11 +293,14 @@ def pool_backbone_output(outputs, pooling: str, vision_config) -> torch.Tensor:
     hidden = outputs.last_hidden_state
     if hidden.dim() == 4:  # convolutional backbone: (batch, channels, height, width)
         cls = outputs.pooler_output.flatten(1)
-        mean = hidden.mean(dim=(2, 3))
+        patches = hidden.flatten(2).transpose(1, 2)
     else:
         registers = getattr(vision_config, "num_register_tokens", 0) or 0
         cls = hidden[:, 0]
-        mean = hidden[:, 1 + registers :].mean(dim=1)
+        patches = hidden[:, 1 + registers :]
+    mean = patches.mean(dim=1)
+    if pooling == "max":
+        return patches.max(dim=1).values
     if pooling == "cls":
         return cls
     if pooling == "mean":

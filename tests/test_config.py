@@ -24,7 +24,7 @@ def test_default_vision_config_has_rad_dino_geometry():
     assert config.d_in == 768 and config.d_sae == 768 * 64 and config.sae_architecture == "gated"
 
 
-@pytest.mark.parametrize("pooling,d_in", [("cls", 32), ("mean", 32), ("cls_mean", 64)])
+@pytest.mark.parametrize("pooling,d_in", [("cls", 32), ("mean", 32), ("cls_mean", 64), ("max", 32)])
 def test_d_in_follows_backbone_and_pooling(pooling, d_in):
     assert tiny_config(pooling=pooling).d_in == d_in
 
@@ -41,7 +41,7 @@ def test_vision_config_accepts_object_and_dict():
         ({"sae_architecture": "batchtopk-ish"}, "sae_architecture"),
         ({"k": -1}, "k"),
         ({"k": 65}, "k"),
-        ({"pooling": "max"}, "pooling"),
+        ({"pooling": "gem"}, "pooling"),
         ({"d_sae": 0}, "d_sae"),
         ({"max_report_features": 0}, "max_report_features"),
         ({"min_activation": -0.5}, "min_activation"),

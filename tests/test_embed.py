@@ -45,6 +45,29 @@ def test_pooling_and_float16(backbone_dir, tmp_path):
     assert x.shape == (5, 64) and x.dtype == torch.float16
 
 
+def test_max_pooling_is_each_channels_maximum_over_the_patch_tokens(backbone_dir, tmp_path):
+    from transformers import AutoImageProcessor, AutoModel
+
+    from saerad.data.adapters import load_split
+    from saerad.data.images import to_grayscale
+
+    spec = make_paired_folder(tmp_path / "data", n=3)
+    out = embed(backbone_dir, spec, tmp_path / "max", pooling="max")
+    x, _ = load_embeddings(out)
+    model, processor = AutoModel.from_pretrained(backbone_dir).eval(), AutoImageProcessor.from_pretrained(backbone_dir)
+    pixels = processor(images=[to_grayscale(r["image"]) for r in load_split(spec, "train")], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**pixels).last_hidden_state
+    assert read_manifest(out)["pooling"] == "max"
+    assert torch.allclose(x, hidden[:, 1:].max(dim=1).values, atol=1e-5)
+    assert not torch.allclose(x, hidden[:, 0], atol=1e-3)
+
+
+def test_unknown_pooling_is_refused_naming_the_choices(backbone_dir, tmp_path):
+    with pytest.raises(ValueError, match="cls, mean, cls_mean, max"):
+        embed(backbone_dir, make_paired_folder(tmp_path / "data", n=2), tmp_path / "x", pooling="gem")
+
+
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(backbone_dir, tmp_path):
     spec = make_paired_folder(tmp_path / "data", n=10)
     full = embed(backbone_dir, spec, tmp_path / "full")

@@ -74,6 +74,16 @@ def test_forward_reports_normalised_embeds_and_reconstruction():
     assert torch.allclose(out.reconstruction, model.sae.decode(out.feature_activations))
 
 
+def test_max_pooled_model_feeds_the_sae_each_channels_maximum_over_the_patch_tokens():
+    torch.manual_seed(0)
+    model = SAERadModel(tiny_config(pooling="max")).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        hidden = model.vision_model(pixel_values=pixels).last_hidden_state
+        pooled = model.get_image_features(pixels)
+    assert pooled.shape == (2, 32) and torch.equal(pooled, hidden[:, 1:].max(dim=1).values)
+
+
 def test_sae_parameter_names_follow_the_field():
     names = {a: set(dict(random_sae(a).named_parameters())) for a in ["gated", "topk", "jumprelu", "relu"]}
     assert names["gated"] == {"W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"}

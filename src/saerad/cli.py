@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset spec")
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
-    p.add_argument("--pooling", choices=["cls", "mean", "cls_mean"], default="cls")
+    p.add_argument("--pooling", choices=["cls", "mean", "cls_mean", "max"], default="cls")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=2048)

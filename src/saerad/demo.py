@@ -19,6 +19,7 @@ BACKBONE = Path(__file__).parent / "assets" / "phantom-dino"
 # 95% and 90% dead) and 8% of them reach AUROC 0.75, against 879 live features and the same 8% at 1x.
 SAE_SETTINGS = {"architecture": "gated", "expansion_factor": 8, "target_l0": 15.0, "epochs": 120, "batch_size": 64,
                 "lr": 1e-3, "seed": 0, "log_every": 0, "magnitude_lr_scale": 1.0}
+POOLING = "cls"
 N_EXAMPLES = 3
 
 
@@ -65,7 +66,7 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
     for split in ("train", "validation"):
         out = work / "embeddings" / split
         _stage(f"embeddings: {split} with the committed phantom backbone", (out / "manifest.json").exists())
-        embed(str(BACKBONE), str(data), split, str(out), num_workers=2)
+        embed(str(BACKBONE), str(data), split, str(out), pooling=POOLING, num_workers=2)
 
     sae = work / "sae"
     _stage("sae: the paper's gated SAE, target L0 15", (sae / "training_metrics.json").exists())

@@ -76,12 +76,13 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
     from tqdm.auto import tqdm
     from transformers import AutoImageProcessor, AutoModel
 
+    from configuration_saerad import POOLINGS
     from modeling_saerad import pool_backbone_output
 
     from .data.adapters import load_split
 
-    if pooling not in ("cls", "mean", "cls_mean"):
-        raise ValueError(f"pooling must be cls, mean or cls_mean; got {pooling!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
     acc = Accelerator(cpu=not torch.cuda.is_available())
