@@ -289,7 +289,8 @@ def compose_report(
 
 
 def pool_backbone_output(outputs, pooling: str, vision_config) -> torch.Tensor:
-    """One vector per image from a backbone's output: the CLS token, the mean of the patch tokens, or both."""
+    """One vector per image from a backbone's output: the CLS token, the mean or the per-channel maximum of the patch
+    tokens, or CLS and mean together."""
     hidden = outputs.last_hidden_state
     if hidden.dim() == 4:  # convolutional backbone: (batch, channels, height, width)
         cls = outputs.pooler_output.flatten(1)
@@ -298,14 +299,12 @@ def pool_backbone_output(outputs, pooling: str, vision_config) -> torch.Tensor:
         registers = getattr(vision_config, "num_register_tokens", 0) or 0
         cls = hidden[:, 0]
         patches = hidden[:, 1 + registers :]
-    mean = patches.mean(dim=1)
-    if pooling == "max":
-        return patches.max(dim=1).values
     if pooling == "cls":
         return cls
-    if pooling == "mean":
-        return mean
-    return torch.cat([cls, mean], dim=-1)
+    if pooling == "max":
+        return patches.max(dim=1).values
+    mean = patches.mean(dim=1)
+    return mean if pooling == "mean" else torch.cat([cls, mean], dim=-1)
 
 
 def default_image_processor(vision_config):

@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 import torch
 
+from configuration_saerad import POOLINGS
 from saerad.data.adapters import load_iu_phantom, phantom_seed
 from saerad.data.phantom import Patient
 from saerad.embed import embed, load_embeddings
@@ -38,7 +39,7 @@ DEFAULT_BACKBONE = "src/saerad/assets/phantom-dino"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    parser.add_argument("--pooling", default="cls", choices=["cls", "mean", "cls_mean", "max"])
+    parser.add_argument("--pooling", default="cls", choices=POOLINGS)
     parser.add_argument("--epochs", type=int, default=300)
     args = parser.parse_args()
     data = load_iu_phantom()
@@ -140,7 +141,7 @@ def report_ceiling(xs: tuple, reported: dict, epochs: int, rounds: int = 2) -> f
                     best, best_t = f1, t
             if best_t is not None:
                 thresholds[name] = best_t
-    return micro_f1_14(written(1, thresholds), reported["test"])
+    return micro_f1_14(written(1, thresholds), truths[1])
 
 
 def variance_explained(x: torch.Tensor, rows) -> dict:

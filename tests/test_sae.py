@@ -84,6 +84,18 @@ def test_max_pooled_model_feeds_the_sae_each_channels_maximum_over_the_patch_tok
     assert pooled.shape == (2, 32) and torch.equal(pooled, hidden[:, 1:].max(dim=1).values)
 
 
+def test_convolutional_backbone_pools_over_its_feature_map():
+    import types
+
+    from modeling_saerad import pool_backbone_output
+
+    hidden = torch.randn(2, 5, 3, 4)  # (batch, channels, height, width)
+    outputs = types.SimpleNamespace(last_hidden_state=hidden, pooler_output=torch.randn(2, 5, 1, 1))
+    assert torch.equal(pool_backbone_output(outputs, "max", None), hidden.amax(dim=(2, 3)))
+    assert torch.allclose(pool_backbone_output(outputs, "mean", None), hidden.mean(dim=(2, 3)))
+    assert torch.equal(pool_backbone_output(outputs, "cls", None), outputs.pooler_output.flatten(1))
+
+
 def test_sae_parameter_names_follow_the_field():
     names = {a: set(dict(random_sae(a).named_parameters())) for a in ["gated", "topk", "jumprelu", "relu"]}
     assert names["gated"] == {"W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"}
