@@ -174,13 +174,14 @@ class MaskedImageModel(nn.Module):
         hidden = backbone.config.hidden_size
         self.patch = backbone.config.patch_size
         self.pixel_head = nn.Linear(hidden, self.patch * self.patch)
-        self.thumb_head = nn.Linear(hidden, config.thumbnail * config.thumbnail)
         self.thumbnail, self.mask_ratio, self.objective = config.thumbnail, config.mask_ratio, config.objective
         if config.objective == "vicreg":
             width = config.projector
             self.projector = nn.Identity() if not width else nn.Sequential(
                 nn.Linear(hidden, width), nn.BatchNorm1d(width), nn.ReLU(),
                 nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, width))
+        else:
+            self.thumb_head = nn.Linear(hidden, config.thumbnail * config.thumbnail)
 
     def forward(self, pixels: torch.Tensor, generator: torch.Generator) -> dict:
         if self.objective == "vicreg":  # the collate put the first views of the images first, then the second
