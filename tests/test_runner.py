@@ -70,6 +70,26 @@ def test_oracle_restates_chexpert_labels_of_references_with_other_observations()
     assert label_report(oracle) == label_report(reference) == {"Pleural Effusion": "positive"}
 
 
+def test_demo_examples_prefer_distinct_written_reports_then_fill_with_empty_ones():
+    from saerad.demo import pick_examples
+
+    reports = ["", "Low lung volumes.", "", "Low lung volumes.", "Cardiomegaly.", "", "Effusion."]
+    assert pick_examples(reports) == [1, 4, 6]
+    assert pick_examples(reports, n=2) == [1, 4]
+    assert pick_examples(["", "A.", "A.", ""]) == [1, 0, 3]  # one distinct report, then the first empty ones
+    assert pick_examples(["", ""], n=3) == [0, 1]
+    assert pick_examples([]) == []
+
+
+def test_demo_feature_line_names_score_and_exemplars():
+    from saerad.demo import feature_line
+
+    feature = {"id": 7, "score": 0.8123, "exemplars": ["12", "5", "40", "9"]}
+    assert feature_line(feature, 0.456) == ("feature #7: activation 0.46, detection AUROC 0.81, "
+                                            "top training exemplars 12, 5, 40")
+    assert feature_line({"id": 3, "score": None, "exemplars": []}, 1.0).endswith("AUROC n/a, top training exemplars none")
+
+
 def test_demo_summary_counts_empty_reports_and_the_most_frequent_ones(tmp_path):
     from saerad.demo import report_summary
 

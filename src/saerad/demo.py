@@ -21,6 +21,7 @@ SAE_SETTINGS = {"architecture": "gated", "expansion_factor": 8, "target_l0": 15.
                 "lr": 1e-3, "seed": 0, "log_every": 0, "magnitude_lr_scale": 1.0}
 POOLING = "cls"
 N_EXAMPLES = 3
+FEATURES_SHOWN = 3  # per example sentence, the most active
 
 
 def _stage(name: str, done: bool) -> float:
@@ -37,6 +38,25 @@ def report_summary(predictions: Path, system: str = "sae-rad", top: int = 3) -> 
     listed = "; ".join(f'"{r}" ({n})' for r, n in common) or "none"
     return (f"{system} wrote nothing for {reports.count('')} of {len(reports)} test images; "
             f"its most frequent reports: {listed}.")
+
+
+def pick_examples(reports: list, n: int = N_EXAMPLES) -> list:
+    """Indices of `n` reports to show: the first non-empty ones with distinct text, then the first empty ones."""
+    seen, chosen = set(), []
+    for i, report in enumerate(reports):
+        if report and report not in seen and len(chosen) < n:
+            seen.add(report)
+            chosen.append(i)
+    chosen += [i for i, report in enumerate(reports) if not report][: n - len(chosen)]
+    return chosen
+
+
+def feature_line(feature: dict, activation: float, exemplars: int = 3) -> str:
+    """One feature behind a sentence: id, activation, held-out detection AUROC and top training exemplars."""
+    score = feature.get("score")
+    ids = ", ".join(feature.get("exemplars", [])[:exemplars]) or "none"
+    return (f"feature #{feature['id']}: activation {activation:.2f}, detection AUROC "
+            f"{'n/a' if score is None else f'{score:.2f}'}, top training exemplars {ids}")
 
 
 def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retrieval", "oracle")) -> dict:
@@ -96,17 +116,27 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
     from .generate import generate
 
     test = dataset["test"]
-    for row in test.select(range(N_EXAMPLES)):
-        result = generate(model, processor, [row["image"]])[0]
+    generated = generate(model, processor, test["image"], batch_size=32)
+    features = model.features
+    chosen = pick_examples([g["report"] for g in generated])
+    written = sum(bool(g["report"]) for g in generated)
+    print(f"SAE-Rad wrote a report for {written} of {len(test)} test images; shown: the first {len(chosen)} "
+          "with distinct reports (then, if too few, the first empty ones).")
+    for i in chosen:
+        row, result = test[i], generated[i]
         print(f"\n-- test report {row['id']} (phantom drawn from MeSH: {', '.join(row['mesh'])})")
         print(f"REAL:      {row['findings']}")
         print("GENERATED:" + ("" if result["sentences"] else "  (no feature with a validated description fired)"))
         for s in result["sentences"]:
             if s["report_section"] == "findings":
-                ids = ", ".join(f"#{f} ({a:.2f})" for f, a in zip(s["feature_ids"], s["activations"]))
-                print(f"  {s['text']}  <- features {ids}")
-        print(f"IMPRESSION: {result['impression']}")
-
+                print(f"  {s['text']}")
+                pairs = sorted(zip(s["feature_ids"], s["activations"]), key=lambda p: -p[1])
+                for f, a in pairs[:FEATURES_SHOWN]:
+                    print("    " + feature_line(features.get(f, {"id": f}), a))
+                if len(pairs) > FEATURES_SHOWN:
+                    print(f"    ... and {len(pairs) - FEATURES_SHOWN} more features")
+        if result["impression"]:
+            print(f"IMPRESSION: {result['impression']}")
     results_path = work / "results.json"
     cached = results_path.exists() and results_path.stat().st_mtime > (model_dir / "config.json").stat().st_mtime
     _stage("evaluation: test split, with baselines", cached)
