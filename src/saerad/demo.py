@@ -120,8 +120,9 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
     features = model.features
     chosen = pick_examples([g["report"] for g in generated])
     written = sum(bool(g["report"]) for g in generated)
-    print(f"SAE-Rad wrote a report for {written} of {len(test)} test images; shown: the first {len(chosen)} "
-          "with distinct reports (then, if too few, the first empty ones).")
+    shown = sum(bool(generated[i]["report"]) for i in chosen)
+    print(f"SAE-Rad wrote a report for {written} of {len(test)} test images. Shown: the first {shown} with distinct "
+          f"reports" + (f", then {len(chosen) - shown} empty" if len(chosen) > shown else "") + ".")
     for i in chosen:
         row, result = test[i], generated[i]
         print(f"\n-- test report {row['id']} (phantom drawn from MeSH: {', '.join(row['mesh'])})")
@@ -137,6 +138,7 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
                     print(f"    ... and {len(pairs) - FEATURES_SHOWN} more features")
         if result["impression"]:
             print(f"IMPRESSION: {result['impression']}")
+
     results_path = work / "results.json"
     cached = results_path.exists() and results_path.stat().st_mtime > (model_dir / "config.json").stat().st_mtime
     _stage("evaluation: test split, with baselines", cached)
