@@ -76,3 +76,18 @@ def test_debug_shows_the_traceback(model_dir, tmp_path):
 def test_help_lists_the_commands():
     run = subprocess.run([sys.executable, "-m", "saerad", "--help"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "report" in run.stdout
+
+
+def test_an_empty_report_says_why():
+    from modeling_saerad import compose_report
+    from saerad.generate import why_empty
+
+    features = {0: {"id": 0, "description": "The heart is enlarged.", "section": "heart", "findings": [], "score": 0.6},
+                1: {"id": 1, "description": "", "section": "other", "findings": [], "score": None},
+                2: {"id": 2, "description": "Small effusion.", "section": "pleura", "findings": [], "score": None}}
+    empty = compose_report([0.5, 0.2, 0.1], features, min_feature_score=0.75)
+    assert empty["report"] == ""
+    assert why_empty(empty) == ("(no report: 3 features fired, 2 whose description was not validated on held-out "
+                                "images and 1 without a description)")
+    assert why_empty(compose_report([0.0, 0.0, 0.0], features)) == "(no report: no feature fired on this image)"
+    assert why_empty(compose_report([0.0, 0.3, 0.0], features)) == "(no report: 1 feature fired, 1 without a description)"

@@ -28,6 +28,12 @@ def test_report_html_links_every_sentence_to_its_features(model):
             assert f"#{f}</code>" in page
 
 
+def test_report_html_says_why_a_report_is_empty():
+    page = report_html({"sentences": [], "omitted": [{"feature_id": 3, "activation": 0.4, "reason": "no description"}]},
+                       {})
+    assert page == "<p>(no report: 1 feature fired, 1 without a description)</p>"
+
+
 def test_the_space_builds_and_answers_an_upload(model_dir):
     gr = pytest.importorskip("gradio")
     from saerad.space import build_demo

@@ -19,7 +19,7 @@ class UserError(Exception):
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print one report per image."""
-    from .generate import generate, load_model
+    from .generate import generate, load_model, why_empty
 
     model, processor = load_model(args.model, device=args.device)
     results = generate(model, processor, args.images)
@@ -30,7 +30,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     for image, result in zip(args.images, results):
         print(f"== {image} ==")
-        print(result["report"] or "(no described feature fired on this image)")
+        print(result["report"] or why_empty(result))
         print()
     return 0
 

@@ -113,7 +113,7 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
 
     _stage("examples: generated vs real on test images", False)
     model, processor = load_model(str(model_dir))
-    from .generate import generate
+    from .generate import generate, why_empty
 
     test = dataset["test"]
     generated = generate(model, processor, test["image"], batch_size=32)
@@ -127,7 +127,7 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
         row, result = test[i], generated[i]
         print(f"\n-- test report {row['id']} (phantom drawn from MeSH: {', '.join(row['mesh'])})")
         print(f"REAL:      {row['findings']}")
-        print("GENERATED:" + ("" if result["sentences"] else "  (no feature with a validated description fired)"))
+        print("GENERATED:" + ("" if result["sentences"] else "  " + why_empty(result)))
         for s in result["sentences"]:
             if s["report_section"] == "findings":
                 print(f"  {s['text']}")

@@ -54,3 +54,16 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
                 "omitted": out.omitted[i],
             })
     return results
+
+
+def why_empty(result: dict) -> str:
+    """Why a generated report is empty, from the features that fired and were left out (`result["omitted"]`)."""
+    omitted = result.get("omitted") or []
+    if not omitted:
+        return "(no report: no feature fired on this image)"
+    unscored = sum(o["reason"].startswith("score") for o in omitted)
+    bare = sum(o["reason"] == "no description" for o in omitted)
+    parts = ([f"{unscored} whose description was not validated on held-out images"]
+             if unscored else []) + ([f"{bare} without a description"] if bare else [])
+    fired = f"{len(omitted)} feature{'s' if len(omitted) != 1 else ''} fired"
+    return f"(no report: {fired}, " + " and ".join(parts) + ")" if parts else f"(no report: {fired})"

@@ -38,7 +38,11 @@ def overlay(image: Any, saliency: np.ndarray) -> Any:
 
 
 def report_html(result: dict, features: dict) -> str:
-    """Report sentences, each with links to the features that wrote it."""
+    """Report sentences, each with links to the features that wrote it; for an empty report, why it is empty."""
+    from .generate import why_empty
+
+    if not result["sentences"]:
+        return f"<p>{html.escape(why_empty(result))}</p>"
     parts = []
     for part in ("findings", "impression"):
         sentences = [s for s in result["sentences"] if s["report_section"] == part][:MAX_SENTENCES]
@@ -80,7 +84,7 @@ def build_report_tab(model: Any, processor: Any) -> None:
                 raise gr.Error(str(err)) from None
             pixels = processor(images=image, return_tensors="pt")["pixel_values"]
             out = model.generate(pixels, return_dict_in_generate=True)
-            result = {"sentences": out.sentences[0]}
+            result = {"sentences": out.sentences[0], "omitted": out.omitted[0]}
             ids = sorted({f for s in out.sentences[0] for f in s["feature_ids"]})
             labels = [(f"#{f}: {features[f]['description'][:60]}", f) for f in ids]
             return report_html(result, features), gr.update(choices=labels, value=None), (image, pixels)
