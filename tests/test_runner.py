@@ -54,6 +54,36 @@ def test_runner_scores_a_predictions_file_and_limit(tiny_dataset, tmp_path, caps
     assert "| mine |" in capsys.readouterr().out
 
 
+def test_predictions_alone_get_the_baselines_that_need_no_model(tiny_dataset, tmp_path, capsys):
+    preds = tmp_path / "mine.jsonl"
+    preds.write_text("".join(json.dumps({"id": f"r{k}", "report": "Normal."}) + "\n" for k in range(0, 16, 4)))
+    assert main(["evaluate", "--dataset", tiny_dataset, "--predictions", str(preds), "--n-resamples", "20",
+                 "--out", str(tmp_path / "o")]) == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert list(results["systems"]) == ["mine", "normal", "oracle"]
+
+
+def test_retrieval_never_answers_a_query_with_its_own_study():
+    import torch
+
+    from saerad.evaluation.baselines import retrieval_reports
+
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    texts = ["a", "b", "c"]
+    assert retrieval_reports(bank, bank, texts) == ["a", "b", "c"]  # unkeyed: each row finds itself
+    assert retrieval_reports(bank, bank, texts, ["s1", "s2", "s3"], ["s1", "s2", "s3"]) == ["b", "a", "b"]
+    # two views of one study: neither may answer the other
+    assert retrieval_reports(bank, bank, texts, ["s1", "s1", "s3"], ["s1", "s1", "s3"]) == ["c", "c", "b"]
+    with pytest.raises(ValueError, match="outside its own study"):
+        retrieval_reports(bank[:1], bank[:2], texts[:2], ["s1"], ["s1", "s1"])
+
+
+def test_retrieval_on_a_split_scored_against_itself_is_not_a_lookup(tiny_dataset, model_dir):
+    results = run_evaluation(tiny_dataset, split="train", model=str(model_dir), baselines=["retrieval"],
+                             n_resamples=20)
+    assert results["systems"]["retrieval"]["bleu_4"]["value"] < 1.0
+
+
 def test_runner_errors_are_clear(tiny_dataset, capsys):
     assert main(["evaluate", "--dataset", tiny_dataset, "--baselines", "normal"]) == 2
     assert "--model or --predictions" in capsys.readouterr().err

@@ -80,7 +80,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score SAE-Rad and baselines on a split; write results.json and results.md."""
     from .evaluation.runner import markdown_table, run_evaluation
 
-    baselines = [b for b in args.baselines.split(",") if b] if args.baselines else []
+    if args.baselines is None:
+        args.baselines = "normal,retrieval,oracle" if args.model else "normal,oracle"
+    baselines = [b for b in args.baselines.split(",") if b]
     results = run_evaluation(
         args.dataset, split=args.split, model=args.model, predictions=args.predictions, baselines=baselines,
         out=args.out, limit=args.limit, n_resamples=args.n_resamples, seed=args.seed,
@@ -271,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="JSONL of {id, report|findings} to score instead of (or beside) a model")
     p.add_argument("--dataset", required=True, help="dataset spec (see `saerad data build`)")
     p.add_argument("--split", default="test")
-    p.add_argument("--baselines", default="normal,retrieval,oracle", help="comma-separated: normal,retrieval,oracle")
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated: normal,retrieval,oracle (default: all three with --model; without one, "
+                        "normal,oracle, since retrieval searches the model's embedding space); '' for none")
     p.add_argument("--out", help="folder for results.json, results.md and predictions.jsonl")
     p.add_argument("--limit", type=int, help="score only the first N reports")
     p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")

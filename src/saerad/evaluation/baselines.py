@@ -3,7 +3,7 @@ oracle that renders the reference's own labels through the report composer."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -67,9 +67,20 @@ def oracle_report(reference: str) -> str:
     return compose_report(activations, features, normal_impression="")["findings"]
 
 
-def retrieval_reports(query: torch.Tensor, bank: torch.Tensor, bank_texts: Sequence[str]) -> list[str]:
-    """For each query embedding, the text of the bank embedding with the highest cosine similarity."""
+def retrieval_reports(query: torch.Tensor, bank: torch.Tensor, bank_texts: Sequence[str],
+                      query_keys: Optional[Sequence[str]] = None, bank_keys: Optional[Sequence[str]] = None) -> list[str]:
+    """For each query embedding, the text of the bank embedding with the highest cosine similarity, skipping bank
+    rows whose key (study) is the query's: leave-one-study-out when a split is scored against itself."""
     q = torch.nn.functional.normalize(query.float(), dim=-1)
     b = torch.nn.functional.normalize(bank.float(), dim=-1)
-    nearest = (q @ b.T).argmax(dim=-1)
+    similarity = q @ b.T
+    if query_keys is not None and bank_keys is not None:
+        position = {}
+        for j, key in enumerate(bank_keys):
+            position.setdefault(key, []).append(j)
+        for i, key in enumerate(query_keys):
+            similarity[i, position.get(key, [])] = float("-inf")
+        if len(query_keys) and bool(torch.isinf(similarity).all(dim=-1).any()):
+            raise ValueError("retrieval: a query has no bank row outside its own study")
+    nearest = similarity.argmax(dim=-1)
     return [bank_texts[i] for i in nearest.tolist()]

@@ -104,6 +104,12 @@ def read_predictions(path: str) -> dict:
     return out
 
 
+def _study_keys(rows) -> list:
+    """Each row's study id, or its own id where the dataset has none."""
+    studies = rows["study_id"] if "study_id" in rows.column_names else [None] * len(rows)
+    return [str(s) if s not in (None, "") else f"id:{i}" for s, i in zip(studies, rows["id"])]
+
+
 def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = None, predictions: Optional[str] = None,
                    baselines: Sequence[str] = ("normal", "retrieval", "oracle"), out: Optional[str] = None,
                    limit: Optional[int] = None, n_resamples: int = 1000, seed: int = 0, batch_size: int = 16,
@@ -152,7 +158,9 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         train = data["train"].filter(lambda r: bool(r["findings"] and r["findings"].strip()))
         bank, _ = _embed_and_generate(model_obj, processor, train["image"], batch_size, "embedding train",
                                       generate=False)
-        systems["retrieval"] = retrieval_reports(test_embeds, bank, train["findings"])
+        # Keyed by study so that a split scored against itself (or a study's other view) is never its own answer.
+        systems["retrieval"] = retrieval_reports(test_embeds, bank, train["findings"], _study_keys(rows),
+                                                 _study_keys(train))
     if "oracle" in baselines:
         from .baselines import oracle_report
 
