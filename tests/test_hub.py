@@ -33,15 +33,17 @@ def built(backbone_dir, tmp_path):
     return tmp_path / "model"
 
 
-def test_built_folder_has_the_hub_layout_and_card(built):
+def test_built_folder_has_the_hub_layout_and_card(built, backbone_dir):
     files = set(os.listdir(built))
     assert {"config.json", "configuration_saerad.py", "modeling_saerad.py", "model.safetensors", "README.md",
             "preprocessor_config.json", "feature_dictionary.json"} <= files
     card = (built / "README.md").read_text()
     head = card.split("---")[1]
-    for key in ("license:", "library_name: \"transformers\"", "pipeline_tag: \"image-to-text\"", "base_model:",
+    for key in ("license:", "library_name: \"transformers\"", "pipeline_tag: \"image-to-text\"",
                 "model-index:", "micro_f1_14", "metrics:"):
         assert key in head, key
+    # a local backbone is no hub model id: no base_model (the Hub refuses one), and the card names only its folder
+    assert "base_model" not in head and f"`{os.path.basename(backbone_dir)}`, a local folder" in card
     assert "Not for clinical use" in card and "mean L0" in card and "median AUROC" in card
     interp = json.loads((built.parent / "interp" / "interpret_metrics.json").read_text())
     assert (f"{interp['n_live']} live\n  features, of which {interp['n_low_support']} fired (or stayed silent) on "
@@ -105,3 +107,22 @@ def test_push_to_an_unreachable_hub_fails_cleanly(built, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConnectionError, match="cannot reach the Hugging Face Hub"):
         push(str(built), "me/x", token="hf_fake")
+
+
+def test_a_hub_backbone_becomes_the_cards_base_model(built, tmp_path, monkeypatch):
+    from saerad.hub import hub_model_id, render_card
+
+    assert hub_model_id("microsoft/rad-dino") == "microsoft/rad-dino"
+    assert hub_model_id(str(built)) is None and hub_model_id("rad-dino") is None
+    (tmp_path / "microsoft").mkdir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "microsoft" / "rad-dino").mkdir()
+    assert hub_model_id("microsoft/rad-dino") is None  # a relative folder of that name is local
+    info = json.loads((built / "saerad_build.json").read_text())
+    info.pop("base_model")
+    info["backbone"] = "facebook/dinov2-small"  # a folder built before base_model was recorded
+    (built / "saerad_build.json").write_text(json.dumps(info))
+    render_card(str(built))
+    card = (built / "README.md").read_text()
+    assert 'base_model: "facebook/dinov2-small"' in card.split("---")[1]
+    assert "backbone (`facebook/dinov2-small`)" in card

@@ -41,6 +41,16 @@ def _yaml(meta: dict) -> str:
     return "\n".join(emit(meta, 0))
 
 
+def hub_model_id(name: str) -> Optional[str]:
+    """`name` if it is a hub model id (ORG/NAME, not a local folder), else None: the Hub refuses a card whose
+    `base_model` is not a model id, and a local path tells a reader nothing."""
+    import os
+
+    from .generate import REPO_ID
+
+    return name if REPO_ID.match(name) and not os.path.exists(name) else None
+
+
 def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optional[str] = None) -> str:
     """Write the model card README.md of a built model folder (with evaluation results when given)."""
     folder = Path(model_dir)
@@ -53,8 +63,11 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         "license": license_, "library_name": "transformers", "pipeline_tag": "image-to-text",
         "tags": ["sae-rad", "saerad", "sparse-autoencoder", "interpretability", "chest-x-ray", "radiology",
                  "report-generation"] + (["phantom"] if "phantom" in dataset else []),
-        "base_model": info["backbone"], "metrics": ["f1", "bleu", "rouge", "meteor", "cider"],
+        "metrics": ["f1", "bleu", "rouge", "meteor", "cider"],
     }
+    base_model = info["base_model"] if "base_model" in info else hub_model_id(info["backbone"])
+    if base_model:
+        meta["base_model"] = base_model
     if results:
         system = results["systems"].get("sae-rad", {})
         entry = {
@@ -77,8 +90,8 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     phantom = "phantom" in dataset
     fields = {
         "yaml": _yaml(meta), "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
-        "backbone": info["backbone"], "architecture": info["architecture"], "d_sae": info["d_sae"],
-        "d_in": info["d_in"], "pooling": info["pooling"], "dataset": dataset, "n_train": training.get("n", "n/a"),
+        "backbone": f"`{base_model}`" if base_model else f"`{Path(info['backbone']).name}`, a local folder",
+        "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"], "dataset": dataset, "n_train": training.get("n", "n/a"),
         "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
         "dead_fraction": _fmt(training.get("dead_fraction")), "describer": interp.get("describer", "n/a"),
         "n_live": interp.get("n_live", "n/a"), "n_low_support": interp.get("n_low_support", "n/a"),
@@ -144,7 +157,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         training = sae_path / "training_metrics.json"
         interp = Path(dictionary).with_name("interpret_metrics.json")
         info = {
-            "backbone": sae_config.get("backbone") or backbone, "architecture": sae_config["architecture"],
+            "backbone": sae_config.get("backbone") or backbone,
+            "base_model": hub_model_id(sae_config.get("backbone") or backbone), "architecture": sae_config["architecture"],
             "d_sae": sae_config["d_sae"], "d_in": sae_config["d_in"], "pooling": config.pooling,
             "dataset": sae_config.get("dataset"), "min_feature_score": min_feature_score, "title": title,
             "training_metrics": {k: v for k, v in json.loads(training.read_text()).items()
