@@ -90,4 +90,5 @@ def test_an_empty_report_says_why():
     assert why_empty(empty) == ("(no report: 3 features fired, 2 whose description was not validated on held-out "
                                 "images and 1 without a description)")
     assert why_empty(compose_report([0.0, 0.0, 0.0], features)) == "(no report: no feature fired on this image)"
-    assert why_empty(compose_report([0.0, 0.3, 0.0], features)) == "(no report: 1 feature fired, 1 without a description)"
+    one_bare = compose_report([0.0, 0.3, 0.0], features)
+    assert why_empty(one_bare) == "(no report: 1 feature fired, 1 without a description)"

@@ -74,6 +74,8 @@ def test_retrieval_never_answers_a_query_with_its_own_study():
     assert retrieval_reports(bank, bank, texts, ["s1", "s2", "s3"], ["s1", "s2", "s3"]) == ["b", "a", "b"]
     # two views of one study: neither may answer the other
     assert retrieval_reports(bank, bank, texts, ["s1", "s1", "s3"], ["s1", "s1", "s3"]) == ["c", "c", "b"]
+    # in chunks of one query the answers are the same
+    assert retrieval_reports(bank, bank, texts, ["s1", "s1", "s3"], ["s1", "s1", "s3"], chunk=1) == ["c", "c", "b"]
     with pytest.raises(ValueError, match="outside its own study"):
         retrieval_reports(bank[:1], bank[:2], texts[:2], ["s1"], ["s1", "s1"])
 
@@ -117,7 +119,8 @@ def test_demo_feature_line_names_score_and_exemplars():
     feature = {"id": 7, "score": 0.8123, "exemplars": ["12", "5", "40", "9"]}
     assert feature_line(feature, 0.456) == ("feature #7: activation 0.46, detection AUROC 0.81, "
                                             "top training exemplars 12, 5, 40")
-    assert feature_line({"id": 3, "score": None, "exemplars": []}, 1.0).endswith("AUROC n/a, top training exemplars none")
+    unscored = feature_line({"id": 3, "score": None, "exemplars": []}, 1.0)
+    assert unscored.endswith("AUROC n/a, top training exemplars none")
 
 
 def test_demo_summary_counts_empty_reports_and_the_most_frequent_ones(tmp_path):

@@ -80,9 +80,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score SAE-Rad and baselines on a split; write results.json and results.md."""
     from .evaluation.runner import markdown_table, run_evaluation
 
-    if args.baselines is None:
-        args.baselines = "normal,retrieval,oracle" if args.model else "normal,oracle"
-    baselines = [b for b in args.baselines.split(",") if b]
+    requested = args.baselines
+    if requested is None:
+        requested = "normal,retrieval,oracle" if args.model else "normal,oracle"
+    baselines = [b for b in requested.split(",") if b]
     results = run_evaluation(
         args.dataset, split=args.split, model=args.model, predictions=args.predictions, baselines=baselines,
         out=args.out, limit=args.limit, n_resamples=args.n_resamples, seed=args.seed,

@@ -91,7 +91,8 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     fields = {
         "yaml": _yaml(meta), "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
         "backbone": f"`{base_model}`" if base_model else f"`{Path(info['backbone']).name}`, a local folder",
-        "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"], "dataset": dataset, "n_train": training.get("n", "n/a"),
+        "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"],
+        "dataset": dataset, "n_train": training.get("n", "n/a"),
         "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
         "dead_fraction": _fmt(training.get("dead_fraction")), "describer": interp.get("describer", "n/a"),
         "n_live": interp.get("n_live", "n/a"), "n_low_support": interp.get("n_low_support", "n/a"),
@@ -158,7 +159,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         interp = Path(dictionary).with_name("interpret_metrics.json")
         info = {
             "backbone": sae_config.get("backbone") or backbone,
-            "base_model": hub_model_id(sae_config.get("backbone") or backbone), "architecture": sae_config["architecture"],
+            "base_model": hub_model_id(sae_config.get("backbone") or backbone),
+            "architecture": sae_config["architecture"],
             "d_sae": sae_config["d_sae"], "d_in": sae_config["d_in"], "pooling": config.pooling,
             "dataset": sae_config.get("dataset"), "min_feature_score": min_feature_score, "title": title,
             "training_metrics": {k: v for k, v in json.loads(training.read_text()).items()

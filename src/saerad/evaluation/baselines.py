@@ -68,19 +68,23 @@ def oracle_report(reference: str) -> str:
 
 
 def retrieval_reports(query: torch.Tensor, bank: torch.Tensor, bank_texts: Sequence[str],
-                      query_keys: Optional[Sequence[str]] = None, bank_keys: Optional[Sequence[str]] = None) -> list[str]:
+                      query_keys: Optional[Sequence[str]] = None, bank_keys: Optional[Sequence[str]] = None,
+                      chunk: int = 1024) -> list[str]:
     """For each query embedding, the text of the bank embedding with the highest cosine similarity, skipping bank
     rows whose key (study) is the query's: leave-one-study-out when a split is scored against itself."""
     q = torch.nn.functional.normalize(query.float(), dim=-1)
     b = torch.nn.functional.normalize(bank.float(), dim=-1)
-    similarity = q @ b.T
-    if query_keys is not None and bank_keys is not None:
-        position = {}
-        for j, key in enumerate(bank_keys):
-            position.setdefault(key, []).append(j)
-        for i, key in enumerate(query_keys):
-            similarity[i, position.get(key, [])] = float("-inf")
-        if len(query_keys) and bool(torch.isinf(similarity).all(dim=-1).any()):
+    keyed = query_keys is not None and bank_keys is not None
+    rows_of: dict = {}
+    for j, key in enumerate(bank_keys if keyed else []):
+        rows_of.setdefault(key, []).append(j)
+    nearest = []
+    for start in range(0, len(q), chunk):  # queries in chunks: MIMIC's test x train similarities do not fit at once
+        similarity = q[start : start + chunk] @ b.T
+        for r, key in enumerate(query_keys[start : start + chunk] if keyed else []):
+            similarity[r, rows_of.get(key, [])] = float("-inf")
+        best = similarity.max(dim=-1)
+        if bool(torch.isinf(best.values).any()):
             raise ValueError("retrieval: a query has no bank row outside its own study")
-    nearest = similarity.argmax(dim=-1)
-    return [bank_texts[i] for i in nearest.tolist()]
+        nearest += best.indices.tolist()
+    return [bank_texts[i] for i in nearest]
