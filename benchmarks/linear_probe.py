@@ -58,7 +58,8 @@ def main() -> None:
     train, test = (xs["train"] - mean) / std, (xs["test"] - mean) / std
     validation = (xs["validation"] - mean) / std
     print(f"backbone {args.backbone} ({args.pooling} pooling): linear probe AUROC on the IU-phantom test split")
-    for title, lab in (("phantom finding (drawn)", labels), ("reported label (labeler, uncertain as positive)", reported)):
+    tables = (("phantom finding (drawn)", labels), ("reported label (labeler, uncertain as positive)", reported))
+    for title, lab in tables:
         rows = probe(train, lab["train"], test, lab["test"], args.epochs)
         print(f"\n| {title} | test positives | AUROC |")
         print("|---|---|---|")
