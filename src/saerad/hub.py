@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import string
 import tempfile
@@ -44,8 +45,6 @@ def _yaml(meta: dict) -> str:
 def hub_model_id(name: str) -> Optional[str]:
     """`name` if it is a hub model id (ORG/NAME, not a local folder), else None: the Hub refuses a card whose
     `base_model` is not a model id, and a local path tells a reader nothing."""
-    import os
-
     from .generate import REPO_ID
 
     return name if REPO_ID.match(name) and not os.path.exists(name) else None
