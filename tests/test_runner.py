@@ -124,7 +124,7 @@ def test_demo_feature_line_names_score_and_exemplars():
 
 
 def test_demo_summary_counts_empty_reports_and_the_most_frequent_ones(tmp_path):
-    from saerad.demo import report_summary
+    from saerad.demo import report_summary, system_reports
 
     rows = [{"id": str(i), "reference": "x", "sae-rad": text}
             for i, text in enumerate(["", "Low lung volumes.", "", "Low lung volumes.", "Cardiomegaly.", ""])]
@@ -132,5 +132,7 @@ def test_demo_summary_counts_empty_reports_and_the_most_frequent_ones(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert report_summary(path) == ('sae-rad wrote nothing for 3 of 6 test images; its most frequent reports: '
                                     '"Low lung volumes." (2); "Cardiomegaly." (1).')
+    assert system_reports(path)["4"] == "Cardiomegaly."  # the demo picks its examples from these, by test id
+    assert system_reports(path, "reference") == {str(i): "x" for i in range(6)}
     path.write_text(json.dumps({"id": "0", "sae-rad": ""}) + "\n")
     assert report_summary(path).endswith("its most frequent reports: none.")

@@ -29,11 +29,17 @@ def _stage(name: str, done: bool) -> float:
     return time.perf_counter()
 
 
+def system_reports(predictions: Path, system: str = "sae-rad") -> dict:
+    """{id: report} of one system in an evaluation's predictions.jsonl, in file order."""
+    rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+    return {str(r["id"]): r.get(system) or "" for r in rows}
+
+
 def report_summary(predictions: Path, system: str = "sae-rad", top: int = 3) -> str:
     """How many of the system's reports in an evaluation's predictions.jsonl are empty, and its most frequent ones."""
     from collections import Counter
 
-    reports = [json.loads(line).get(system) or "" for line in predictions.read_text().splitlines() if line.strip()]
+    reports = list(system_reports(predictions, system).values())
     common = Counter(r for r in reports if r).most_common(top)
     listed = "; ".join(f'"{r}" ({n})' for r, n in common) or "none"
     return (f"{system} wrote nothing for {reports.count('')} of {len(reports)} test images; "
@@ -111,20 +117,32 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
         build(str(BACKBONE), str(sae), str(interp / "feature_dictionary.json"), str(model_dir),
               title="SAE-Rad demo on IU-phantom (phantom images, not for real radiographs)")
 
+    predictions = work / "predictions.jsonl"
+    results_path = work / "results.json"
+    cached = (results_path.exists() and predictions.exists()
+              and results_path.stat().st_mtime > (model_dir / "config.json").stat().st_mtime)
+    _stage("evaluation: test split, with baselines", cached)
+    if cached:
+        results = json.loads(results_path.read_text())
+    else:
+        results = run_evaluation(str(data), "test", model=str(model_dir), baselines=baselines, out=str(work))
+        render_card(str(model_dir), results)
+
     _stage("examples: generated vs real on test images", False)
-    model, processor = load_model(str(model_dir))
     from .generate import generate, why_empty
 
     test = dataset["test"]
-    generated = generate(model, processor, test["image"], batch_size=32)
-    features = model.features
-    chosen = pick_examples([g["report"] for g in generated])
-    written = sum(bool(g["report"]) for g in generated)
-    shown = sum(bool(generated[i]["report"]) for i in chosen)
+    written_by_id = system_reports(predictions)  # the evaluation wrote every test report: pick from those
+    reports = [written_by_id.get(str(i), "") for i in test["id"]]
+    chosen = pick_examples(reports)
+    written = sum(bool(r) for r in reports)
+    shown = sum(bool(reports[i]) for i in chosen)
     print(f"SAE-Rad wrote a report for {written} of {len(test)} test images. Shown: the first {shown} with distinct "
           f"reports" + (f", then {len(chosen) - shown} empty" if len(chosen) > shown else "") + ".")
-    for i in chosen:
-        row, result = test[i], generated[i]
+    model, processor = load_model(str(model_dir))
+    features = model.features
+    for i, result in zip(chosen, generate(model, processor, [test[i]["image"] for i in chosen])):
+        row = test[i]
         print(f"\n-- test report {row['id']} (phantom drawn from MeSH: {', '.join(row['mesh'])})")
         print(f"REAL:      {row['findings']}")
         print("GENERATED:" + ("" if result["sentences"] else "  " + why_empty(result)))
@@ -139,17 +157,9 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
         if result["impression"]:
             print(f"IMPRESSION: {result['impression']}")
 
-    results_path = work / "results.json"
-    cached = results_path.exists() and results_path.stat().st_mtime > (model_dir / "config.json").stat().st_mtime
-    _stage("evaluation: test split, with baselines", cached)
-    if cached:
-        results = json.loads(results_path.read_text())
-    else:
-        results = run_evaluation(str(data), "test", model=str(model_dir), baselines=baselines, out=str(work))
-        render_card(str(model_dir), results)
+    print("\n== results: test split\n")
     print(markdown_table(results), end="")
-    if (work / "predictions.jsonl").exists():
-        print("\n" + report_summary(work / "predictions.jsonl"))
+    print("\n" + report_summary(predictions))
     print(f"\nImages are phantoms drawn from each report's MeSH tags; text is real IU X-ray report text. "
           f"Everything is in {work} ({time.perf_counter() - start:.0f} s).")
     return results
