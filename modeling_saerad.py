@@ -65,7 +65,8 @@ class SAERadGenerateOutput(ModelOutput):
         sentences (`list[list[dict]]`): per image, each sentence with `text`, `report_section` (`"findings"` or
             `"impression"`), anatomical `section`, and the `feature_ids` and `activations` that produced it.
         omitted (`list[list[dict]]`): per image, active features that wrote nothing, with `feature_id`,
-            `activation` and `reason`.
+            `activation`, `reason` (a sentence) and `code` (`"no_description"`, `"low_score"`, `"max_features"` or
+            `"contradicted"`).
     """
 
     reports: Optional[list] = None
@@ -234,20 +235,20 @@ def compose_report(
     by_text, by_findings = {}, {}
     for act, fid in active:
         feature = features.get(fid)
-        reason = None
+        code = reason = None
         if feature is None or not feature.get("description", "").strip():
-            reason = "no description"
+            code, reason = "no_description", "no description"
         elif min_feature_score is not None and (feature.get("score") is None or feature["score"] < min_feature_score):
-            reason = f"score {feature.get('score')} below min_feature_score {min_feature_score}"
+            code, reason = "low_score", f"score {feature.get('score')} below min_feature_score {min_feature_score}"
         elif len(writers) >= max_report_features:
-            reason = f"beyond max_report_features={max_report_features}"
+            code, reason = "max_features", f"beyond max_report_features={max_report_features}"
         else:
             findings = feature.get("findings", [])
             rival = next((w for w in writers if _contradicts(findings, w[0].get("findings", []))), None)
             if rival is not None:
-                reason = f"contradicted by stronger feature {rival[0]['id']}"
-        if reason is not None:
-            omitted.append({"feature_id": fid, "activation": act, "reason": reason})
+                code, reason = "contradicted", f"contradicted by stronger feature {rival[0]['id']}"
+        if code is not None:
+            omitted.append({"feature_id": fid, "activation": act, "reason": reason, "code": code})
             continue
         key = _findings_key(feature.get("findings", []))
         own = []

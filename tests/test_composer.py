@@ -84,7 +84,7 @@ def test_contradiction_keeps_the_stronger_feature(effusion, no_effusion, kept):
     assert FEATURES[kept]["description"] in out["report"]
     assert FEATURES[dropped]["description"] not in out["report"]
     assert out["omitted"] == [{"feature_id": dropped, "activation": acts[dropped],
-                               "reason": f"contradicted by stronger feature {kept}"}]
+                               "reason": f"contradicted by stronger feature {kept}", "code": "contradicted"}]
 
 
 def test_opposite_sides_do_not_contradict():
@@ -100,7 +100,7 @@ def test_max_report_features_is_respected():
     out = compose_report(acts, features, max_report_features=5)
     writers = {fid for s in out["sentences"] for fid in s["feature_ids"]}
     assert writers == {19, 18, 17, 16, 15}
-    assert len([o for o in out["omitted"] if o["reason"].startswith("beyond")]) == 15
+    assert len([o for o in out["omitted"] if o["code"] == "max_features"]) == 15
 
 
 def test_feature_without_description_writes_nothing_and_nothing_fired_gives_empty_report():
@@ -108,13 +108,14 @@ def test_feature_without_description_writes_nothing_and_nothing_fired_gives_empt
     acts[6] = 5.0
     out = compose_report(acts, FEATURES)
     assert out["report"] == "" and out["sentences"] == []
-    assert out["omitted"][0]["reason"] == "no description"
+    assert out["omitted"][0]["reason"] == "no description" and out["omitted"][0]["code"] == "no_description"
 
 
 def test_min_feature_score_skips_low_scoring_features():
     features = {0: feature(0, "Trusted.", score=0.9), 1: feature(1, "Untrusted.", score=0.4)}
     out = compose_report([1.0, 2.0], features, min_feature_score=0.75)
     assert "Untrusted" not in out["report"] and "Trusted." in out["report"]
+    assert [(o["feature_id"], o["code"]) for o in out["omitted"]] == [(1, "low_score")]
 
 
 def test_normal_impression_cites_the_features_that_wrote_findings():

@@ -29,7 +29,8 @@ def test_report_html_links_every_sentence_to_its_features(model):
 
 
 def test_report_html_says_why_a_report_is_empty():
-    page = report_html({"sentences": [], "omitted": [{"feature_id": 3, "activation": 0.4, "reason": "no description"}]},
+    page = report_html({"sentences": [], "omitted": [{"feature_id": 3, "activation": 0.4, "reason": "no description",
+                                                  "code": "no_description"}]},
                        {})
     assert page == "<p>(no report: 1 feature fired, 1 without a description)</p>"
 
