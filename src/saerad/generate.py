@@ -61,8 +61,8 @@ def why_empty(result: dict) -> str:
     omitted = result.get("omitted") or []
     if not omitted:
         return "(no report: no feature fired on this image)"
-    unscored = sum(o.get("code") == "low_score" for o in omitted)
-    bare = sum(o.get("code") == "no_description" for o in omitted)
+    unscored = sum(o["code"] == "low_score" for o in omitted)
+    bare = sum(o["code"] == "no_description" for o in omitted)
     parts = ([f"{unscored} whose description was not validated on held-out images"]
              if unscored else []) + ([f"{bare} without a description"] if bare else [])
     fired = f"{len(omitted)} feature{'s' if len(omitted) != 1 else ''} fired"
