@@ -90,3 +90,71 @@ def test_strong_augmentation_keeps_laterality():
         view = np.asarray(_strong_augment(image, rng), dtype=np.float32)
         assert view.shape == (64, 64)
         assert view[:, 32:].mean() > view[:, :32].mean() + 30  # background shifts with exposure and noise
+
+
+def _tiny(spec: str, out, *extra: str) -> list:
+    return ["pretrain", "--dataset", spec, "--out", str(out), "--steps", "4", "--batch-size", "4", "--image-size", "32",
+            "--num-workers", "0", *extra]
+
+
+def test_pretrain_stops_with_a_checkpoint_and_resumes_to_a_plain_backbone(tmp_path, capsys):
+    from transformers import AutoModel
+
+    spec = make_paired_folder(tmp_path / "data", n=6)
+    out = tmp_path / "bb"
+    assert main(_tiny(spec, out, "--max-steps", "2")) == 0
+    assert "stopped at step 2 of 4" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint"]  # nothing exported yet
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 2
+
+    assert main(_tiny(spec, out)) == 2  # a fresh run would overwrite it
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(_tiny(spec, out, "--resume", "--lr", "0.01")) == 2
+    assert "other settings (lr)" in capsys.readouterr().err
+
+    assert main(_tiny(spec, out, "--resume")) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "pretrain.json"]
+    summary = json.loads((out / "pretrain.json").read_text())
+    assert summary["resumed_at"] == [2] and summary["final_loss"]["loss"] > 0
+    assert "Resumed at step 2" in (out / "README.md").read_text()
+    assert AutoModel.from_pretrained(out).config.image_size == 32
+
+
+def test_resuming_restores_weights_optimizer_moments_and_masks_exactly(tmp_path):
+    spec = make_paired_folder(tmp_path / "data", n=6)
+    out = tmp_path / "bb"
+    assert main(_tiny(spec, out, "--objective", "vicreg", "--max-steps", "2")) == 0
+    first = load_file(str(out / "checkpoint" / "state.safetensors"))
+    # resuming with nothing left to do writes the checkpoint back: everything loaded is everything saved
+    assert main(_tiny(spec, out, "--objective", "vicreg", "--max-steps", "2", "--resume")) == 0
+    again = load_file(str(out / "checkpoint" / "state.safetensors"))
+    assert set(again) == set(first) and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in first) and "mask_generator" in first
+    # one more step continues AdamW's count from the checkpoint, not from zero
+    assert main(_tiny(spec, out, "--objective", "vicreg", "--max-steps", "3", "--resume")) == 0
+    meta = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert meta["step"] == 3 and set(meta["adam_steps"].values()) == {3.0}
+
+
+def test_periodic_checkpoints_leave_no_checkpoint_after_a_complete_run(tmp_path):
+    spec = make_paired_folder(tmp_path / "data", n=6)
+    assert main(_tiny(spec, tmp_path / "bb", "--checkpoint-every", "2")) == 0
+    assert not (tmp_path / "bb" / "checkpoint").exists() and (tmp_path / "bb" / "model.safetensors").exists()
+
+
+def test_mixed_precision_is_recorded_and_fp16_needs_a_gpu(tmp_path, capsys):
+    from accelerate.state import AcceleratorState
+
+    spec = make_paired_folder(tmp_path / "data", n=6)
+    if not torch.cuda.is_available():
+        assert main(_tiny(spec, tmp_path / "x", "--mixed-precision", "fp16")) == 2
+        assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
+    AcceleratorState._reset_state(True)  # Accelerate keeps one precision per process; other tests use the default
+    try:
+        assert main(_tiny(spec, tmp_path / "bb", "--mixed-precision", "bf16")) == 0
+    finally:
+        AcceleratorState._reset_state(True)
+    summary = json.loads((tmp_path / "bb" / "pretrain.json").read_text())
+    assert summary["command"].endswith("--mixed-precision bf16") and summary["config"]["mixed_precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in load_file(str(tmp_path / "bb" / "model.safetensors")).values())

@@ -140,17 +140,29 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Self-supervised backbone training (or LoRA adaptation of an existing one)."""
     from .pretrain import PretrainConfig, pretrain
+    from .sae import TrainingDiverged
 
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             image_size=args.image_size, num_workers=args.num_workers, lora_rank=args.lora_rank,
-                            objective=args.objective, projector=args.projector)
+                            objective=args.objective, projector=args.projector,
+                            mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every,
+                            max_steps=args.max_steps)
     command = (f"saerad pretrain --dataset {args.dataset} --out {args.out} --objective {args.objective} "
                + (f"--projector {args.projector} " if args.objective == "vicreg" else "") + f"--steps {args.steps} "
                f"--batch-size {args.batch_size} --lr {args.lr} --image-size {args.image_size} --seed {args.seed}"
                + (f" --init {args.init}" if args.init else "") + (f" --lora --lora-rank {args.lora_rank}"
-                                                                  if args.lora else ""))
-    summary = pretrain(args.dataset, args.out, config, init=args.init, lora=args.lora, command=command)
-    print(f"backbone in {args.out}; final losses {summary['final_loss']}")
+                                                                  if args.lora else "")
+               + (f" --mixed-precision {args.mixed_precision}" if args.mixed_precision else ""))
+    try:
+        summary = pretrain(args.dataset, args.out, config, init=args.init, lora=args.lora, command=command,
+                           resume=args.resume)
+    except TrainingDiverged as err:
+        raise UserError(str(err)) from None
+    if "stopped_at" in summary:
+        print(f"stopped at step {summary['stopped_at']} of {summary['steps']}; checkpoint in {summary['checkpoint']} "
+              "(continue with the same command and --resume)")
+    else:
+        print(f"backbone in {args.out}; final losses {summary['final_loss']}")
     return 0
 
 
@@ -216,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"],
+                   help="Accelerate mixed precision (default: Accelerate's setting, else no; fp16 needs a CUDA GPU)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints in OUT/checkpoint")
+    p.add_argument("--max-steps", type=int, help="stop early with a checkpoint (continue later with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT/checkpoint")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("embed", help="embed a dataset split with a frozen backbone (resumable shards)")

@@ -5,7 +5,8 @@ token; a linear head predicts each masked patch's pixels (normalised per patch) 
 linear head on the CLS token predicts a 16x16 thumbnail of the whole (unmasked) image. Both are mean squared
 errors. `--objective vicreg` replaces the thumbnail with VICReg between the CLS tokens of two strongly augmented views
 of each image, the masked patches predicted in both. `--init ID --lora` adapts an existing backbone with a PEFT LoRA
-adapter on the same objective and merges it.
+adapter on the same objective and merges it. Training runs through Accelerate (a GPU when there is one) and resumes
+from `OUT/checkpoint`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -66,10 +68,19 @@ class PretrainConfig:
     """DataLoader workers rendering or decoding images."""
     seed: int = 0
     """Seeds initialisation, masks and fresh phantom patients."""
+    mixed_precision: Optional[str] = None
+    """Accelerate's mixed precision: `no`, `bf16` or `fp16` (fp16 needs a CUDA GPU); None: what `accelerate launch`
+    or the Accelerate config says, else `no`."""
+    checkpoint_every: int = 0
+    """Write `OUT/checkpoint` every N steps (0: only when `max_steps` stops the run early)."""
+    max_steps: Optional[int] = None
+    """Stop after this many steps with a checkpoint, to continue later with `resume`."""
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}; got {self.objective!r}")
+        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16; got {self.mixed_precision!r}")
         if self.objective == "vicreg" and self.batch_size < 2:
             raise ValueError("--objective vicreg needs --batch-size of at least 2 (it spreads the batch's variance)")
 
@@ -78,8 +89,8 @@ class PhantomStream(torch.utils.data.IterableDataset):
     """Endless phantoms with findings drawn from IU-phantom train rows and fresh patient seeds (never the
     benchmark's own images)."""
 
-    def __init__(self, findings_pool: list, size: int, seed: int):
-        self.pool, self.size, self.seed = findings_pool, size, seed
+    def __init__(self, findings_pool: list, size: int, seed: int, stream: str = ""):
+        self.pool, self.size, self.seed = findings_pool, size, stream or str(seed)
 
     def __iter__(self):
         from .data.phantom import render
@@ -98,8 +109,8 @@ class PhantomStream(torch.utils.data.IterableDataset):
 class ImageStream(torch.utils.data.IterableDataset):
     """Endless shuffled passes over the images of a dataset split."""
 
-    def __init__(self, rows, seed: int):
-        self.rows, self.seed = rows, seed
+    def __init__(self, rows, seed: int, stream: str = ""):
+        self.rows, self.seed = rows, stream or seed
 
     def __iter__(self):
         from .data.images import to_grayscale
@@ -231,15 +242,68 @@ def _backbone(config: PretrainConfig, init: Optional[str]):
     return Dinov2Model(vision), default_image_processor(vision)
 
 
+def stream_id(seed: int, start: int = 0, process: int = 0) -> str:
+    """What seeds the image stream and the augmentations: the seed alone for a fresh single-process run, else also
+    the process and the step a resumed run starts at, so neither repeats images another has seen."""
+    return "" if (start, process) == (0, 0) else f"{seed}@{process}:{start}"
+
+
+def _checkpoint_state(model: nn.Module, optimizer, generator: torch.Generator, step: int, meta: dict,
+                      history: list) -> tuple[dict, dict]:
+    names = {id(p): name for name, p in model.named_parameters()}
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    adam_steps = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state:
+                tensors[f"optim.{names[id(p)]}.exp_avg"] = state["exp_avg"].cpu()
+                tensors[f"optim.{names[id(p)]}.exp_avg_sq"] = state["exp_avg_sq"].cpu()
+                adam_steps[names[id(p)]] = float(state["step"])
+    tensors["mask_generator"] = generator.get_state()
+    return tensors, {**meta, "step": step, "adam_steps": adam_steps, "history_tail": history[-50:]}
+
+
+def _load_checkpoint(folder: Path, model: nn.Module, optimizer, generator: torch.Generator, meta: dict) -> dict:
+    """Restore weights, AdamW moments and the mask generator from `folder`; return its state.json."""
+    from safetensors.torch import load_file
+
+    from .sae.trainer import check_settings
+
+    saved = json.loads((folder / "state.json").read_text())
+    free = ("checkpoint_every", "max_steps", "num_workers", "mixed_precision")
+    check_settings(folder, {**saved["config"], **{k: saved.get(k) for k in ("dataset", "init", "lora")}},
+                   {**meta["config"], **{k: meta[k] for k in ("dataset", "init", "lora")}}, free=free)
+    tensors = load_file(str(folder / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for name, p in model.named_parameters():
+        if f"optim.{name}.exp_avg" in tensors:
+            optimizer.state[p] = {"step": torch.tensor(saved["adam_steps"][name]),
+                                  "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
+                                  "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device)}
+    generator.set_state(tensors["mask_generator"])
+    return saved
+
+
 def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str] = None, lora: bool = False,
-             command: Optional[str] = None) -> dict:
-    """Train (or LoRA-adapt) a backbone self-supervised on `dataset` and save it with its processor and card."""
+             command: Optional[str] = None, resume: bool = False) -> dict:
+    """Train (or LoRA-adapt) a backbone self-supervised on `dataset` and save it with its processor and card;
+    with `resume`, continue the run whose checkpoint is in `out/checkpoint`."""
+    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from .data.adapters import load_split
+    from .sae.trainer import TrainingDiverged, write_checkpoint
 
     if lora and not init:
         raise ValueError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
+    folder = Path(out)
+    checkpoint = folder / "checkpoint"
+    if (checkpoint / "state.json").exists() and not resume:
+        raise ValueError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
     backbone, processor = _backbone(config, init)
     if lora:
         from peft import LoraConfig, get_peft_model
@@ -248,63 +312,95 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
                                                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     torch.manual_seed(config.seed + 1)
     model = MaskedImageModel(backbone, config)
-    train = load_split(dataset, "train")
-    if dataset.startswith("iu-phantom"):
-        stream = PhantomStream([r["phantom_findings"] for r in train.select_columns(["phantom_findings"])],
-                               config.image_size + config.image_size // 8, config.seed)
-    else:
-        stream = ImageStream(train, config.seed)
-    rng = random.Random(config.seed)
-
-    def collate(images):
-        if config.objective == "vicreg":
-            views = [_strong_augment(im, rng) for _ in range(2) for im in images]
-            return processor(images=views, return_tensors="pt")["pixel_values"]
-        return processor(images=[_augment(im, rng) for im in images], return_tensors="pt")["pixel_values"]
-
-    loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.num_workers,
-                                         collate_fn=collate)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
+    meta = {"format_version": 1, "dataset": dataset, "init": init, "lora": lora, "config": asdict(config)}
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)
+    start, history, resumed_at = 0, [], []
+    if resume and (checkpoint / "state.json").exists():
+        saved = _load_checkpoint(checkpoint, inner, optimizer, generator, meta)
+        start, history = saved["step"], saved["history_tail"]
+        resumed_at = [*saved.get("resumed_at", []), start]
+
+    train = load_split(dataset, "train")
+    stream = stream_id(config.seed, start, accelerator.process_index)
+    if dataset.startswith("iu-phantom"):
+        images = PhantomStream([r["phantom_findings"] for r in train.select_columns(["phantom_findings"])],
+                               config.image_size + config.image_size // 8, config.seed, stream)
+    else:
+        images = ImageStream(train, config.seed, stream)
+    rng = random.Random(f"augment:{stream}" if stream else config.seed)
+
+    def collate(batch):
+        if config.objective == "vicreg":
+            views = [_strong_augment(im, rng) for _ in range(2) for im in batch]
+            return processor(images=views, return_tensors="pt")["pixel_values"]
+        return processor(images=[_augment(im, rng) for im in batch], return_tensors="pt")["pixel_values"]
+
+    loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, num_workers=config.num_workers,
+                                         collate_fn=collate)
     warm = max(1, config.steps // 20)
-    history = []
-    bar = tqdm(total=config.steps, desc="pretraining (masked image modelling)", unit="step")
-    for step, pixels in enumerate(loader):
-        if step == config.steps:
-            break
+    last = min(config.steps, config.max_steps or config.steps)
+
+    def save(step: int) -> None:
+        if accelerator.is_main_process:
+            write_checkpoint(checkpoint, *_checkpoint_state(inner, optimizer, generator, step,
+                                                            {**meta, "resumed_at": resumed_at}, history))
+
+    bar = tqdm(total=config.steps, initial=start, desc="pretraining (masked image modelling)", unit="step",
+               disable=not accelerator.is_local_main_process)
+    for step, pixels in zip(range(start, last), loader):
         lr = config.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses = model(pixels, generator)
+        with accelerator.autocast():
+            losses = model(pixels.to(accelerator.device), generator)
+        if not torch.isfinite(losses["loss"]):
+            raise TrainingDiverged(f"pretraining diverged at step {step}: the loss is {losses['loss'].item()}; "
+                                   f"lower --lr (the last checkpoint, if any, in {checkpoint} is intact)")
         optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        accelerator.backward(losses["loss"])
+        accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
         history.append({k: float(v.detach()) for k, v in losses.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            save(step + 1)
     bar.close()
+    if last < config.steps:
+        save(last)
+        return {"stopped_at": last, "steps": config.steps, "checkpoint": str(checkpoint)}
+    backbone = inner.backbone
     if lora:
         backbone = backbone.merge_and_unload()
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    backbone.save_pretrained(folder)
-    processor.save_pretrained(folder)
     tail = history[-min(50, len(history)):]
     summary = {
         "objective": OBJECTIVES[config.objective],
         "dataset": dataset, "init": init, "lora": lora, "config": asdict(config),
         "final_loss": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]} if tail else None,
-        "command": command,
+        "command": command, "resumed_at": resumed_at,
     }
-    (folder / "pretrain.json").write_text(json.dumps(summary, indent=1))
-    (folder / "README.md").write_text(_card(summary))
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        backbone.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        (folder / "pretrain.json").write_text(json.dumps(summary, indent=1))
+        (folder / "README.md").write_text(_card(summary))
+        shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: the folder is a plain backbone again
+    accelerator.wait_for_everyone()
     return summary
 
 
 def _card(summary: dict) -> str:
     c = summary["config"]
+    resumed = ""
+    if summary.get("resumed_at"):
+        steps = ", ".join(map(str, summary["resumed_at"]))
+        resumed = (f"- Resumed at step {steps}: after a resumption the images come from a stream re-seeded at that "
+                   "step, so an uninterrupted run of the command gives other weights.\n")
     return f"""---
 library_name: transformers
 tags: [dinov2, chest-x-ray, phantom, self-supervised]
@@ -322,6 +418,6 @@ on a machine with no hub access, where RAD-DINO cannot be downloaded.
 - Data: phantoms rendered with fresh patient seeds, findings drawn from the IU-phantom train split (never its
   validation or test images); {c['steps']} steps of {c['batch_size']} images.
 - Final losses: {summary['final_loss']}.
-
+{resumed}
 Reproduce: `{summary['command'] or 'saerad pretrain --dataset iu-phantom --out DIR'}`
 """

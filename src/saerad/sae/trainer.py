@@ -250,20 +250,8 @@ class Trainer:
         return tensors, meta
 
     def _save_checkpoint(self) -> None:
-        if not self.acc.is_main_process:
-            return
-        tensors, meta = self._state()
-        folder, tmp = self.out / "checkpoint", self.out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-        old = self.out / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        if self.acc.is_main_process:
+            write_checkpoint(self.out / "checkpoint", *self._state())
 
     def resume(self) -> bool:
         """Load the checkpoint in `out/checkpoint` if there is one; True when something was loaded."""
@@ -271,16 +259,11 @@ class Trainer:
         if not (folder / "state.json").exists():
             return False
         meta = json.loads((folder / "state.json").read_text())
-        free = ("max_steps", "checkpoint_every")  # may change between an interrupted run and its resumption
         # A setting added after the checkpoint was written takes its default; before magnitude_lr_scale existed,
         # gate_lr_scale also scaled the magnitude path.
         written = {"magnitude_lr_scale": meta["config"].get("gate_lr_scale", 1.0), **meta["config"]}
-        saved = {k: v for k, v in {**asdict(TrainConfig()), **written}.items() if k not in free}
-        current = {k: v for k, v in asdict(self.cfg).items() if k not in free}
-        if saved != current:
-            diff = sorted(k for k in current if saved.get(k) != current[k])
-            raise ValueError(f"{folder}: checkpoint was made with other settings ({', '.join(diff)}); "
-                             "rerun with the same flags or a new --out")
+        check_settings(folder, {**asdict(TrainConfig()), **written}, asdict(self.cfg),
+                       free=("max_steps", "checkpoint_every"))
         tensors = load_file(str(folder / "state.safetensors"))
         self.sae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         for name, p in self.sae.named_parameters():
@@ -352,6 +335,28 @@ class Trainer:
                     "(gated), or --architecture topk")
         self.acc.wait_for_everyone()
         return metrics
+
+
+def write_checkpoint(folder: Path, tensors: dict, meta: dict) -> None:
+    """Replace `folder` with `state.safetensors` + `state.json`; an interruption leaves the previous one whole."""
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_settings(folder: Path, saved: dict, current: dict, free: tuple = ()) -> None:
+    """Refuse to resume a checkpoint made with other settings than `current` (keys in `free` may differ)."""
+    diff = sorted(k for k in current if k not in free and saved.get(k) != current[k])
+    if diff:
+        raise ValueError(f"{folder}: checkpoint was made with other settings ({', '.join(diff)}); "
+                         "rerun with the same flags or a new --out")
 
 
 def _atomic_save(tensors: dict, path: Path) -> None:
