@@ -248,39 +248,20 @@ def stream_id(seed: int, start: int = 0, process: int = 0) -> str:
     return "" if (start, process) == (0, 0) else f"{seed}@{process}:{start}"
 
 
-def _checkpoint_state(model: nn.Module, optimizer, generator: torch.Generator, step: int, meta: dict,
-                      history: list) -> tuple[dict, dict]:
-    names = {id(p): name for name, p in model.named_parameters()}
-    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-    adam_steps = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if state:
-                tensors[f"optim.{names[id(p)]}.exp_avg"] = state["exp_avg"].cpu()
-                tensors[f"optim.{names[id(p)]}.exp_avg_sq"] = state["exp_avg_sq"].cpu()
-                adam_steps[names[id(p)]] = float(state["step"])
-    tensors["mask_generator"] = generator.get_state()
-    return tensors, {**meta, "step": step, "adam_steps": adam_steps, "history_tail": history[-50:]}
-
-
 def _load_checkpoint(folder: Path, model: nn.Module, optimizer, generator: torch.Generator, meta: dict) -> dict:
     """Restore weights, AdamW moments and the mask generator from `folder`; return its state.json."""
     from safetensors.torch import load_file
 
-    from .sae.trainer import check_settings
+    from .sae.trainer import check_settings, load_training_state
 
     saved = json.loads((folder / "state.json").read_text())
-    free = ("checkpoint_every", "max_steps", "num_workers", "mixed_precision")
-    check_settings(folder, {**saved["config"], **{k: saved.get(k) for k in ("dataset", "init", "lora")}},
-                   {**meta["config"], **{k: meta[k] for k in ("dataset", "init", "lora")}}, free=free)
+    run = ("dataset", "init", "lora")
+    # a setting added after the checkpoint was written takes its default
+    check_settings(folder, {**asdict(PretrainConfig()), **saved["config"], **{k: saved.get(k) for k in run}},
+                   {**meta["config"], **{k: meta[k] for k in run}},
+                   free=("checkpoint_every", "max_steps", "num_workers", "mixed_precision"))
     tensors = load_file(str(folder / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for name, p in model.named_parameters():
-        if f"optim.{name}.exp_avg" in tensors:
-            optimizer.state[p] = {"step": torch.tensor(saved["adam_steps"][name]),
-                                  "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
-                                  "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device)}
+    load_training_state(model, optimizer, tensors, saved["adam_steps"])
     generator.set_state(tensors["mask_generator"])
     return saved
 
@@ -293,7 +274,7 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     from tqdm.auto import tqdm
 
     from .data.adapters import load_split
-    from .sae.trainer import TrainingDiverged, write_checkpoint
+    from .sae.trainer import TrainingDiverged, training_state, write_checkpoint
 
     if lora and not init:
         raise ValueError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
@@ -346,8 +327,10 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
 
     def save(step: int) -> None:
         if accelerator.is_main_process:
-            write_checkpoint(checkpoint, *_checkpoint_state(inner, optimizer, generator, step,
-                                                            {**meta, "resumed_at": resumed_at}, history))
+            tensors, adam_steps = training_state(inner, optimizer)
+            tensors["mask_generator"] = generator.get_state()
+            write_checkpoint(checkpoint, tensors, {**meta, "step": step, "adam_steps": adam_steps,
+                                                   "resumed_at": resumed_at, "history_tail": history[-50:]})
 
     bar = tqdm(total=config.steps, initial=start, desc="pretraining (masked image modelling)", unit="step",
                disable=not accelerator.is_local_main_process)

@@ -233,17 +233,7 @@ class Trainer:
 
     # checkpoints ------------------------------------------------------------------------------------------------------
     def _state(self) -> tuple[dict, dict]:
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.sae.state_dict().items()}
-        names = {id(p): name for name, p in self.sae.named_parameters()}
-        adam_steps = {}
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                state = self.optimizer.state.get(p)
-                if state:
-                    name = names[id(p)]
-                    tensors[f"optim.{name}.exp_avg"] = state["exp_avg"].cpu().contiguous()
-                    tensors[f"optim.{name}.exp_avg_sq"] = state["exp_avg_sq"].cpu().contiguous()
-                    adam_steps[name] = float(state["step"])
+        tensors, adam_steps = training_state(self.sae, self.optimizer)
         tensors["since_fired"] = self.since_fired.clone()
         meta = {"format_version": FORMAT_VERSION, "step": self.step, "coef": self.coef, "l0_ema": self.l0_ema,
                 "adam_steps": adam_steps, "config": asdict(self.cfg), "scale": self.scale}
@@ -265,14 +255,7 @@ class Trainer:
         check_settings(folder, {**asdict(TrainConfig()), **written}, asdict(self.cfg),
                        free=("max_steps", "checkpoint_every"))
         tensors = load_file(str(folder / "state.safetensors"))
-        self.sae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        for name, p in self.sae.named_parameters():
-            if f"optim.{name}.exp_avg" in tensors:
-                self.optimizer.state[p] = {
-                    "step": torch.tensor(meta["adam_steps"][name]),
-                    "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
-                    "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device),
-                }
+        load_training_state(self.sae, self.optimizer, tensors, meta["adam_steps"])
         self.since_fired = tensors["since_fired"]
         self.step, self.coef, self.l0_ema = meta["step"], meta["coef"], meta["l0_ema"]
         logger.info("resumed from %s at step %d", folder, self.step)
@@ -335,6 +318,33 @@ class Trainer:
                     "(gated), or --architecture topk")
         self.acc.wait_for_everyone()
         return metrics
+
+
+def training_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
+    """A model's weights (`model.NAME`) and its Adam/AdamW moments (`optim.NAME.exp_avg[_sq]`) as CPU tensors, with
+    each parameter's Adam step count."""
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    names = {id(p): name for name, p in model.named_parameters()}
+    adam_steps = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state:
+                name = names[id(p)]
+                tensors[f"optim.{name}.exp_avg"] = state["exp_avg"].cpu()
+                tensors[f"optim.{name}.exp_avg_sq"] = state["exp_avg_sq"].cpu()
+                adam_steps[name] = float(state["step"])
+    return tensors, adam_steps
+
+
+def load_training_state(model: torch.nn.Module, optimizer, tensors: dict, adam_steps: dict) -> None:
+    """Put back what `training_state` took, the moments on each parameter's device."""
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for name, p in model.named_parameters():
+        if f"optim.{name}.exp_avg" in tensors:
+            optimizer.state[p] = {"step": torch.tensor(adam_steps[name]),
+                                  "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
+                                  "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device)}
 
 
 def write_checkpoint(folder: Path, tensors: dict, meta: dict) -> None:
