@@ -195,7 +195,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The offline end-to-end demo on IU-phantom."""
     from .demo import run_demo
 
-    run_demo(args.workdir)
+    run_demo(args.workdir, backbone=args.backbone, pooling=args.pooling)
     return 0
 
 
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the offline end-to-end demo on IU-phantom (real report text, phantom images)")
     p.add_argument("--workdir", help="where everything goes (default: the saerad cache)")
+    p.add_argument("--backbone", help="backbone folder or hub id to embed with (default: the committed phantom one)")
+    p.add_argument("--pooling", choices=["cls", "mean", "cls_mean", "max"], default="cls")
     p.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="build datasets and phantom galleries").add_subparsers(

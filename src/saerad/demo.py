@@ -65,8 +65,26 @@ def feature_line(feature: dict, activation: float, exemplars: int = 3) -> str:
             f"{'n/a' if score is None else f'{score:.2f}'}, top training exemplars {ids}")
 
 
-def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retrieval", "oracle")) -> dict:
-    """Run (or resume) the demo in `workdir` and print examples and the results table."""
+def check_workdir(work: Path, backbone: str, pooling: str) -> None:
+    """Refuse a work folder whose embeddings came from another backbone or pooling: every later stage is cached on
+    them."""
+    from .embed import backbone_fingerprint, read_manifest
+
+    made = read_manifest(work / "embeddings" / "train")
+    if not made:
+        return
+    wanted = backbone_fingerprint(backbone)
+    same = (made.get("backbone_sha256") == wanted["backbone_sha256"] if wanted["backbone_sha256"]
+            else made.get("backbone") == backbone)
+    if not same or made.get("pooling") != pooling:
+        raise ValueError(f"{work} holds a demo run embedded with {made.get('backbone')} ({made.get('pooling')} "
+                         f"pooling), not {backbone} ({pooling} pooling); choose another --workdir")
+
+
+def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retrieval", "oracle"),
+             backbone: Optional[str] = None, pooling: str = POOLING) -> dict:
+    """Run (or resume) the demo in `workdir` and print examples and the results table; `backbone` (default: the
+    committed phantom backbone) and `pooling` choose the embedding."""
     from datasets import load_from_disk
 
     from .data.adapters import load_iu_phantom, save_dataset
@@ -81,6 +99,9 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
     logging.getLogger("transformers").setLevel(logging.ERROR)
     work = Path(workdir) if workdir else cache_dir("demo")
     work.mkdir(parents=True, exist_ok=True)
+    named = backbone or "the committed phantom backbone"
+    backbone = backbone or str(BACKBONE)
+    check_workdir(work, backbone, pooling)
     start = time.perf_counter()
     data = work / "data"
     _stage("data: IU-phantom (real IU report text, phantom images)", (data / "dataset_dict.json").exists())
@@ -91,8 +112,8 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
 
     for split in ("train", "validation"):
         out = work / "embeddings" / split
-        _stage(f"embeddings: {split} with the committed phantom backbone", (out / "manifest.json").exists())
-        embed(str(BACKBONE), str(data), split, str(out), pooling=POOLING, num_workers=2)
+        _stage(f"embeddings: {split} with {named}, {pooling} pooling", (out / "manifest.json").exists())
+        embed(backbone, str(data), split, str(out), pooling=pooling, num_workers=2)
 
     sae = work / "sae"
     _stage("sae: the paper's gated SAE, target L0 15", (sae / "training_metrics.json").exists())
@@ -108,13 +129,15 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
         interpret(str(sae), str(work / "embeddings" / "train"), str(data), str(interp),
                   score_embeddings=str(work / "embeddings" / "validation"))
     metrics = json.loads((interp / "interpret_metrics.json").read_text())
-    print(f"live features {metrics['n_live']}, median AUROC {metrics['median_auroc']:.3f}, "
-          f"{metrics['frac_live_auroc_ge_0_75']:.0%} of live features at AUROC >= 0.75")
+    median, share = metrics["median_auroc"], metrics["frac_live_auroc_ge_0_75"]
+    # None when no feature fired often enough on validation to be scored
+    print(f"live features {metrics['n_live']}, median AUROC {'n/a' if median is None else f'{median:.3f}'}, "
+          f"{'n/a' if share is None else f'{share:.0%}'} of live features at AUROC >= 0.75")
 
     model_dir = work / "model"
     _stage("model: assembled folder with its card", (model_dir / "config.json").exists())
     if not (model_dir / "config.json").exists():
-        build(str(BACKBONE), str(sae), str(interp / "feature_dictionary.json"), str(model_dir),
+        build(backbone, str(sae), str(interp / "feature_dictionary.json"), str(model_dir),
               title="SAE-Rad demo on IU-phantom (phantom images, not for real radiographs)")
 
     predictions = work / "predictions.jsonl"

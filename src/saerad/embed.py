@@ -34,9 +34,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def backbone_fingerprint(backbone: str, model) -> dict:
+def backbone_fingerprint(backbone: str, model=None) -> dict:
     """Hub revision when loaded from the hub, else a hash of the local weight files."""
-    revision = getattr(model.config, "_commit_hash", None)
+    revision = getattr(getattr(model, "config", None), "_commit_hash", None)
     digest = None
     if os.path.isdir(backbone):
         digest = hashlib.sha256()
