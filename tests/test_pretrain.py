@@ -119,6 +119,8 @@ def test_pretrain_stops_with_a_checkpoint_and_resumes_to_a_plain_backbone(tmp_pa
     assert summary["resumed_at"] == [2] and summary["final_loss"]["loss"] > 0
     assert "Resumed at step 2" in (out / "README.md").read_text()
     assert AutoModel.from_pretrained(out).config.image_size == 32
+    assert main(_tiny(spec, out, "--resume")) == 2  # finished: resuming would silently start over
+    assert "nothing to resume" in capsys.readouterr().err
 
 
 def test_resuming_restores_weights_optimizer_moments_and_masks_exactly(tmp_path):

@@ -282,6 +282,9 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     checkpoint = folder / "checkpoint"
     if (checkpoint / "state.json").exists() and not resume:
         raise ValueError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
+    if resume and not (checkpoint / "state.json").exists() and (folder / "pretrain.json").exists():
+        raise ValueError(f"{out} holds a finished backbone, so there is nothing to resume; drop --resume to train "
+                         "it again from scratch, or choose another --out")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
