@@ -129,10 +129,9 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
         interpret(str(sae), str(work / "embeddings" / "train"), str(data), str(interp),
                   score_embeddings=str(work / "embeddings" / "validation"))
     metrics = json.loads((interp / "interpret_metrics.json").read_text())
-    median, share = metrics["median_auroc"], metrics["frac_live_auroc_ge_0_75"]
-    # None when no feature fired often enough on validation to be scored
+    median = metrics["median_auroc"]  # None when no feature fired often enough on validation to be scored
     print(f"live features {metrics['n_live']}, median AUROC {'n/a' if median is None else f'{median:.3f}'}, "
-          f"{'n/a' if share is None else f'{share:.0%}'} of live features at AUROC >= 0.75")
+          f"{metrics['frac_live_auroc_ge_0_75']:.0%} of live features at AUROC >= 0.75")
 
     model_dir = work / "model"
     _stage("model: assembled folder with its card", (model_dir / "config.json").exists())
