@@ -102,8 +102,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
     folder = embed(args.backbone, args.dataset, args.split, args.out, pooling=args.pooling, dtype=args.dtype,
                    batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
                    limit=args.limit)
-    print(f"embeddings in {folder}")
+    _say(f"embeddings in {folder}")
     return 0
+
+
+def _say(text: str) -> None:
+    """Print once under `accelerate launch` (from the main process), as Accelerate's own messages do."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(text)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -122,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         raise UserError(str(err)) from None
     if metrics:
-        print(" ".join(f"{k}={metrics[k]:.4g}" for k in ("mse", "fvu", "l0", "dead_fraction")))
+        _say(" ".join(f"{k}={metrics[k]:.4g}" for k in ("mse", "fvu", "l0", "dead_fraction")))
     return 0
 
 
@@ -159,10 +167,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     except TrainingDiverged as err:
         raise UserError(str(err)) from None
     if "stopped_at" in summary:
-        print(f"stopped at step {summary['stopped_at']} of {summary['steps']}; checkpoint in {summary['checkpoint']} "
-              "(continue with the same command and --resume)")
+        _say(f"stopped at step {summary['stopped_at']} of {summary['steps']}; checkpoint in {summary['checkpoint']} "
+             "(continue with the same command and --resume)")
     else:
-        print(f"backbone in {args.out}; final losses {summary['final_loss']}")
+        _say(f"backbone in {args.out}; final losses {summary['final_loss']}")
     return 0
 
 
