@@ -66,3 +66,10 @@ def test_config_round_trips_through_json(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = SAERadConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()
+
+
+def test_the_command_line_offers_exactly_the_poolings_the_model_knows():
+    from configuration_saerad import POOLINGS
+    from saerad import cli
+
+    assert cli.POOLINGS == POOLINGS

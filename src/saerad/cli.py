@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 
 from . import __version__
 
+# configuration_saerad.POOLINGS, spelled out so that parsing the command line does not import transformers
+POOLINGS = ("cls", "mean", "cls_mean", "max")
 # Mistakes a user can make (bad path, bad file, bad value): one line on stderr, exit 2.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
 
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset spec")
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
-    p.add_argument("--pooling", choices=["cls", "mean", "cls_mean", "max"], default="cls")
+    p.add_argument("--pooling", choices=POOLINGS, default="cls")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=2048)
@@ -333,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the offline end-to-end demo on IU-phantom (real report text, phantom images)")
     p.add_argument("--workdir", help="where everything goes (default: the saerad cache)")
     p.add_argument("--backbone", help="backbone folder or hub id to embed with (default: the committed phantom one)")
-    p.add_argument("--pooling", choices=["cls", "mean", "cls_mean", "max"], default="cls")
+    p.add_argument("--pooling", choices=POOLINGS, default="cls")
     p.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="build datasets and phantom galleries").add_subparsers(

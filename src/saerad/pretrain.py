@@ -18,7 +18,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +89,8 @@ class PhantomStream(torch.utils.data.IterableDataset):
     """Endless phantoms with findings drawn from IU-phantom train rows and fresh patient seeds (never the
     benchmark's own images)."""
 
-    def __init__(self, findings_pool: list, size: int, seed: int, stream: str = ""):
-        self.pool, self.size, self.seed = findings_pool, size, stream or str(seed)
+    def __init__(self, findings_pool: list, size: int, seed: Union[int, str]):
+        self.pool, self.size, self.seed = findings_pool, size, seed
 
     def __iter__(self):
         from .data.phantom import render
@@ -109,8 +109,8 @@ class PhantomStream(torch.utils.data.IterableDataset):
 class ImageStream(torch.utils.data.IterableDataset):
     """Endless shuffled passes over the images of a dataset split."""
 
-    def __init__(self, rows, seed: int, stream: str = ""):
-        self.rows, self.seed = rows, stream or seed
+    def __init__(self, rows, seed: Union[int, str]):
+        self.rows, self.seed = rows, seed
 
     def __iter__(self):
         from .data.images import to_grayscale
@@ -242,10 +242,10 @@ def _backbone(config: PretrainConfig, init: Optional[str]):
     return Dinov2Model(vision), default_image_processor(vision)
 
 
-def stream_id(seed: int, start: int = 0, process: int = 0) -> str:
+def stream_id(seed: int, start: int = 0, process: int = 0) -> Union[int, str]:
     """What seeds the image stream and the augmentations: the seed alone for a fresh single-process run, else also
     the process and the step a resumed run starts at, so neither repeats images another has seen."""
-    return "" if (start, process) == (0, 0) else f"{seed}@{process}:{start}"
+    return seed if (start, process) == (0, 0) else f"{seed}@{process}:{start}"
 
 
 def _load_checkpoint(folder: Path, model: nn.Module, optimizer, generator: torch.Generator, meta: dict) -> dict:
@@ -280,9 +280,10 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
         raise ValueError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
     folder = Path(out)
     checkpoint = folder / "checkpoint"
-    if (checkpoint / "state.json").exists() and not resume:
+    interrupted = (checkpoint / "state.json").exists()
+    if interrupted and not resume:
         raise ValueError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
-    if resume and not (checkpoint / "state.json").exists() and (folder / "pretrain.json").exists():
+    if resume and not interrupted and (folder / "pretrain.json").exists():
         raise ValueError(f"{out} holds a finished backbone, so there is nothing to resume; drop --resume to train "
                          "it again from scratch, or choose another --out")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -303,7 +304,7 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
     start, history, resumed_at = 0, [], []
-    if resume and (checkpoint / "state.json").exists():
+    if resume and interrupted:
         saved = _load_checkpoint(checkpoint, inner, optimizer, generator, meta)
         start, history = saved["step"], saved["history_tail"]
         resumed_at = [*saved.get("resumed_at", []), start]
@@ -312,10 +313,10 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     stream = stream_id(config.seed, start, accelerator.process_index)
     if dataset.startswith("iu-phantom"):
         images = PhantomStream([r["phantom_findings"] for r in train.select_columns(["phantom_findings"])],
-                               config.image_size + config.image_size // 8, config.seed, stream)
+                               config.image_size + config.image_size // 8, stream)
     else:
-        images = ImageStream(train, config.seed, stream)
-    rng = random.Random(f"augment:{stream}" if stream else config.seed)
+        images = ImageStream(train, stream)
+    rng = random.Random(stream)
 
     def collate(batch):
         if config.objective == "vicreg":
@@ -353,8 +354,8 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
         history.append({k: float(v.detach()) for k, v in losses.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save(step + 1)
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < last:
+            save(step + 1)  # the last step saves below (stopped early) or exports (complete)
     bar.close()
     if last < config.steps:
         save(last)
