@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers import AutoModel
 
 from saerad.embed import embed as run_embed
 from saerad.embed import load_embeddings, read_manifest
@@ -87,8 +89,15 @@ def test_finished_cache_is_not_redone_and_other_settings_are_refused(backbone_di
     stamp = (out / "manifest.json").stat().st_mtime_ns
     embed(backbone_dir, spec, out)
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(pooling 'cls' there, 'mean' now\); choose another --out"):
         embed(backbone_dir, spec, out, pooling="mean")
+    other = tmp_path / "other-backbone"
+    shutil.copytree(backbone_dir, other)
+    model = AutoModel.from_pretrained(other)
+    torch.nn.init.normal_(model.embeddings.cls_token)
+    model.save_pretrained(other)
+    with pytest.raises(ValueError, match=r"other settings \(backbone; backbone_sha256\)"):
+        embed(other, spec, out)
 
 
 def test_two_processes_write_the_same_cache(backbone_dir, tmp_path):

@@ -110,7 +110,8 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
             if acc.is_main_process:
                 logger.info("%s is complete and up to date; nothing to do", folder)
             return folder
-        raise ValueError(f"{folder} holds an embedding cache made with other settings; choose another --out")
+        differ = _differences(manifest, settings)
+        raise ValueError(f"{folder} holds an embedding cache made with other settings ({differ}); choose another --out")
     n_shards = max(1, math.ceil(len(ids) / shard_size))
 
     def done(index: int) -> bool:
@@ -155,6 +156,17 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
         os.replace(tmp, manifest_path)
     acc.wait_for_everyone()
     return folder
+
+
+def _differences(saved: dict, settings: dict) -> str:
+    """The settings a cache's manifest disagrees on: the value there and now for short ones, the name for the rest."""
+    current = json.loads(json.dumps(settings, default=str))
+    parts = []
+    for name in sorted(k for k in current if saved.get(k) != current[k]):
+        there, now = saved.get(name), current[name]
+        short = all(v is None or (isinstance(v, (str, int, float)) and len(str(v)) <= 40) for v in (there, now))
+        parts.append(f"{name} {there!r} there, {now!r} now" if short else name)
+    return "; ".join(parts)
 
 
 def read_manifest(path: Union[str, Path]) -> Optional[dict]:
