@@ -159,13 +159,14 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
 
 
 def _differences(saved: dict, settings: dict) -> str:
-    """The settings a cache's manifest disagrees on: the value there and now for short ones, the name for the rest."""
+    """The settings a cache's manifest disagrees on: the values there and now for plain ones (paths, pooling, dtype),
+    the name alone for hashes and the processor."""
     current = json.loads(json.dumps(settings, default=str))
     parts = []
     for name in sorted(k for k in current if saved.get(k) != current[k]):
         there, now = saved.get(name), current[name]
-        short = all(v is None or (isinstance(v, (str, int, float)) and len(str(v)) <= 40) for v in (there, now))
-        parts.append(f"{name} {there!r} there, {now!r} now" if short else name)
+        plain = not name.endswith("sha256") and all(v is None or isinstance(v, (str, int, float)) for v in (there, now))
+        parts.append(f"{name} {there!r} there, {now!r} now" if plain else name)
     return "; ".join(parts)
 
 
