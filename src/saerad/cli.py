@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Optional, Sequence
 
@@ -154,15 +155,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             image_size=args.image_size, num_workers=args.num_workers, lora_rank=args.lora_rank,
-                            objective=args.objective, projector=args.projector,
+                            objective=args.objective, projector=args.projector, mim_weight=args.mim_weight,
+                            temperature=args.temperature, eval_every=args.eval_every, eval_size=args.eval_size,
                             mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every,
                             max_steps=args.max_steps)
-    command = (f"saerad pretrain --dataset {args.dataset} --out {args.out} --objective {args.objective} "
-               + (f"--projector {args.projector} " if args.objective == "vicreg" else "") + f"--steps {args.steps} "
-               f"--batch-size {args.batch_size} --lr {args.lr} --image-size {args.image_size} --seed {args.seed}"
-               + (f" --init {args.init}" if args.init else "") + (f" --lora --lora-rank {args.lora_rank}"
-                                                                  if args.lora else "")
-               + (f" --mixed-precision {args.mixed_precision}" if args.mixed_precision else ""))
+    command = shlex.join(["saerad", *args.argv])
     try:
         summary = pretrain(args.dataset, args.out, config, init=args.init, lora=args.lora, command=command,
                            resume=args.resume)
@@ -229,9 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="existing backbone to adapt (folder or hub id)")
     p.add_argument("--lora", action="store_true", help="adapt --init with a LoRA adapter, merged before export")
     p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--objective", choices=["thumbnail", "vicreg"], default="thumbnail",
-                   help="what trains the CLS token besides masked patch prediction")
+    p.add_argument("--objective", choices=["thumbnail", "vicreg", "labels", "contrastive"], default="thumbnail",
+                   help="what trains the CLS token: self-supervised (thumbnail, vicreg; with masked patch prediction) "
+                        "or from the train split's paired reports (labels: what the labeler reads in FINDINGS; "
+                        "contrastive: the FINDINGS text)")
     p.add_argument("--projector", type=int, default=512, help="vicreg: projector width; 0 applies it to the CLS token")
+    p.add_argument("--mim-weight", type=float, default=1.0,
+                   help="labels, contrastive: weight of the masked patch term (0: none)")
+    p.add_argument("--temperature", type=float, default=0.07, help="contrastive: InfoNCE temperature")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="labels, contrastive: validation loss every N steps; the best weights are exported")
+    p.add_argument("--eval-size", type=int, default=512, help="validation images for --eval-every")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -358,6 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `saerad` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what pretrain.json records as its command
     try:
         return args.func(args) or 0
     except (UserError, *USER_ERRORS) as err:

@@ -1,12 +1,20 @@
-"""Self-supervised backbone for the offline demo: a small DINOv2 trained by masked image modelling, no labels.
+"""Backbone pretraining for the offline demo: a small DINOv2 trained on images alone, or on images and their reports.
 
-Objective (SimMIM-style, with a global target for the CLS token): 60% of the patches are replaced by the mask
-token; a linear head predicts each masked patch's pixels (normalised per patch) from its output token, and a
-linear head on the CLS token predicts a 16x16 thumbnail of the whole (unmasked) image. Both are mean squared
-errors. `--objective vicreg` replaces the thumbnail with VICReg between the CLS tokens of two strongly augmented views
-of each image, the masked patches predicted in both. `--init ID --lora` adapts an existing backbone with a PEFT LoRA
-adapter on the same objective and merges it. Training runs through Accelerate (a GPU when there is one) and resumes
-from `OUT/checkpoint`.
+Self-supervised objectives (SimMIM-style, with a global target for the CLS token): 60% of the patches are replaced by
+the mask token; a linear head predicts each masked patch's pixels (normalised per patch) from its output token, and a
+linear head on the CLS token predicts a 16x16 thumbnail of the whole (unmasked) image. Both are mean squared errors.
+`--objective vicreg` replaces the thumbnail with VICReg between the CLS tokens of two strongly augmented views of each
+image, the masked patches predicted in both.
+
+Report-supervised objectives, as most chest X-ray encoders are made (CheXpert classifiers, ConVIRT/CheXzero), read
+only the train split's (image, report) pairs: `labels` predicts from the CLS token what the labeler reads in the
+paired report's FINDINGS (each observation's status, and its side where the report states one); `contrastive`
+matches the CLS token to an embedding of the FINDINGS text made by a small bag-of-words encoder trained jointly
+(InfoNCE both ways). Either adds the masked patch term when `mim_weight` > 0. The validation split gives the early
+stopping loss; the test split is never read.
+
+`--init ID --lora` adapts an existing backbone with a PEFT LoRA adapter on the same objective and merges it. Training
+runs through Accelerate (a GPU when there is one) and resumes from `OUT/checkpoint`.
 """
 
 from __future__ import annotations
@@ -28,7 +36,12 @@ OBJECTIVES = {
     "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
     "vicreg": "masked image modelling (60% patches, normalised pixels) + VICReg on the CLS tokens of two strongly "
               "augmented views (affine, exposure, blur, noise)",
+    "labels": "CLS -> what the labeler reads in the paired report's FINDINGS (per observation: absent or negated, "
+              "uncertain, positive; and left, right or bilateral where stated)",
+    "contrastive": "CLS <-> the paired report's FINDINGS, InfoNCE with a jointly trained bag-of-words text encoder",
 }
+REPORT_SUPERVISED = ("labels", "contrastive")
+PRETRAIN_SPLITS = ("train", "validation")  # the test split is for evaluation only
 
 
 @dataclass
@@ -50,8 +63,19 @@ class PretrainConfig:
     thumbnail: int = 16
     """Side of the thumbnail the CLS token predicts (objective thumbnail)."""
     objective: str = "thumbnail"
-    """What trains the CLS token: `thumbnail` (predict a 16x16 thumbnail) or `vicreg` (two strongly augmented
-    views agree, VICReg)."""
+    """What trains the CLS token: `thumbnail` (predict a 16x16 thumbnail), `vicreg` (two strongly augmented views
+    agree, VICReg), `labels` (predict the paired report's labeler output) or `contrastive` (match the paired report's
+    FINDINGS text)."""
+    mim_weight: float = 1.0
+    """Weight of the masked patch term beside a report-supervised objective (0: none, and no masked forward pass);
+    the self-supervised objectives always use it."""
+    temperature: float = 0.07
+    """InfoNCE temperature (objective contrastive)."""
+    eval_every: int = 0
+    """Every N steps, the objective's loss on the validation split (report-supervised objectives); the weights at
+    the lowest one are exported (early stopping). 0: no evaluation, the last weights."""
+    eval_size: int = 512
+    """Validation images used for that loss (the first N of the split)."""
     projector: int = 512
     """Width of the VICReg projector; 0: the loss acts on the CLS token itself."""
     steps: int = 3000
@@ -81,13 +105,19 @@ class PretrainConfig:
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}; got {self.objective!r}")
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16; got {self.mixed_precision!r}")
-        if self.objective == "vicreg" and self.batch_size < 2:
-            raise ValueError("--objective vicreg needs --batch-size of at least 2 (it spreads the batch's variance)")
+        if self.objective in ("vicreg", "contrastive") and self.batch_size < 2:
+            raise ValueError(f"--objective {self.objective} needs --batch-size of at least 2 (it contrasts the batch's "
+                             "images)")
+        if self.eval_every and self.objective not in REPORT_SUPERVISED:
+            raise ValueError("--eval-every needs a report-supervised --objective (labels or contrastive): the "
+                             "self-supervised losses are not comparable across steps")
+        if self.mim_weight < 0:
+            raise ValueError(f"mim_weight must be >= 0; got {self.mim_weight}")
 
 
 class PhantomStream(torch.utils.data.IterableDataset):
-    """Endless phantoms with findings drawn from IU-phantom train rows and fresh patient seeds (never the
-    benchmark's own images)."""
+    """Endless `(phantom, row)` pairs: the findings of a random IU-phantom train row drawn on a fresh patient (never
+    the benchmark's own images)."""
 
     def __init__(self, findings_pool: list, size: int, seed: Union[int, str]):
         self.pool, self.size, self.seed = findings_pool, size, seed
@@ -100,14 +130,14 @@ class PhantomStream(torch.utils.data.IterableDataset):
         rng = random.Random(f"{self.seed}:{worker}")
         i = 0
         while True:
-            findings = rng.choice(self.pool)
+            row = rng.choice(range(len(self.pool)))
             seed = int(hashlib.sha256(f"pretrain:{self.seed}:{worker}:{i}".encode()).hexdigest()[:8], 16)
             i += 1
-            yield render(findings, seed=seed, size=self.size)
+            yield render(self.pool[row], seed=seed, size=self.size), row
 
 
 class ImageStream(torch.utils.data.IterableDataset):
-    """Endless shuffled passes over the images of a dataset split."""
+    """Endless shuffled passes over the `(image, row)` pairs of a dataset split."""
 
     def __init__(self, rows, seed: Union[int, str]):
         self.rows, self.seed = rows, seed
@@ -120,7 +150,50 @@ class ImageStream(torch.utils.data.IterableDataset):
         while True:
             rng.shuffle(order)
             for i in order:
-                yield to_grayscale(self.rows[i]["image"])
+                yield to_grayscale(self.rows[i]["image"]), i
+
+
+STATUSES = ("absent", "uncertain", "positive")  # a negated finding is absent from the image
+SIDES = ("left", "right", "bilateral")
+IGNORE = -100
+
+
+def _observed() -> tuple:
+    """The observations the labels objective predicts: CheXpert's 14, then the labeler's extra ones."""
+    from .labeler import EXTRA_OBSERVATIONS, OBSERVATIONS
+
+    return OBSERVATIONS + EXTRA_OBSERVATIONS
+
+
+def report_targets(findings: Optional[str]) -> tuple[list[int], list[int]]:
+    """What the labeler reads in a FINDINGS text, per observation of `_observed()`: the index of its status in
+    STATUSES, and of its side in SIDES where a positive or uncertain mention states one (else IGNORE)."""
+    from .labeler import aggregate, label_mentions
+
+    names = _observed()
+    status, sides = [0] * len(names), [set() for _ in names]
+    mentions = label_mentions(findings or "")
+    for m in mentions:
+        if m["label"] in names and m["status"] != "negative":
+            i = names.index(m["label"])
+            status[i] = max(status[i], STATUSES.index(m["status"]))
+            if m["laterality"]:
+                sides[i].add(m["laterality"])
+    if aggregate(mentions).get("No Finding") == "positive":
+        status[names.index("No Finding")] = STATUSES.index("positive")
+    side = [IGNORE if not s else SIDES.index("bilateral") if len(s) > 1 else SIDES.index(s.pop()) for s in sides]
+    return status, side
+
+
+def report_tokens(findings: Optional[str], buckets: int) -> list[int]:
+    """Hashed word unigrams and bigrams of a FINDINGS text: the bag-of-words text encoder's input (stable across
+    processes, unlike Python's `hash`)."""
+    import re
+    import zlib
+
+    words = re.findall(r"[a-z]+", (findings or "").lower()) or ["<empty>"]
+    grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    return [zlib.crc32(g.encode()) % buckets for g in grams]
 
 
 def _augment(image, rng: random.Random):
@@ -176,6 +249,10 @@ def _vicreg(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return invariance + variance + covariance / 25
 
 
+TEXT_BUCKETS = 1 << 15  # hashed n-gram vocabulary of the contrastive objective's text encoder
+EMBED_WIDTH = 256  # width of the contrastive objective's joint space
+
+
 class MaskedImageModel(nn.Module):
     """Backbone plus the objective's heads (dropped at export)."""
 
@@ -186,26 +263,62 @@ class MaskedImageModel(nn.Module):
         self.patch = backbone.config.patch_size
         self.pixel_head = nn.Linear(hidden, self.patch * self.patch)
         self.thumbnail, self.mask_ratio, self.objective = config.thumbnail, config.mask_ratio, config.objective
+        self.mim_weight, self.temperature = config.mim_weight, config.temperature
         if config.objective == "vicreg":
             width = config.projector
             self.projector = nn.Identity() if not width else nn.Sequential(
                 nn.Linear(hidden, width), nn.BatchNorm1d(width), nn.ReLU(),
                 nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, width))
+        elif config.objective == "labels":
+            n = len(_observed())
+            # linear heads, so that what the report states is linearly readable from the exported CLS token
+            self.status_head = nn.Linear(hidden, n * len(STATUSES))
+            self.side_head = nn.Linear(hidden, n * len(SIDES))
+        elif config.objective == "contrastive":
+            self.text_encoder = nn.EmbeddingBag(TEXT_BUCKETS, EMBED_WIDTH, mode="mean")
+            self.text_head = nn.Sequential(nn.LayerNorm(EMBED_WIDTH), nn.Linear(EMBED_WIDTH, EMBED_WIDTH))
+            self.image_head = nn.Linear(hidden, EMBED_WIDTH)
         else:
             self.thumb_head = nn.Linear(hidden, config.thumbnail * config.thumbnail)
 
-    def forward(self, pixels: torch.Tensor, generator: torch.Generator) -> dict:
+    def forward(self, pixels: torch.Tensor, generator: torch.Generator, targets: Optional[dict] = None) -> dict:
         if self.objective == "vicreg":  # the collate put the first views of the images first, then the second
             half = len(pixels) // 2
             mim_1, cls_1 = self._masked(pixels[:half], generator)
             mim_2, cls_2 = self._masked(pixels[half:], generator)
             mim, agree = (mim_1 + mim_2) / 2, _vicreg(self.projector(cls_1), self.projector(cls_2))
             return {"loss": mim + agree, "mim": mim, "vicreg": agree}
+        if self.objective in REPORT_SUPERVISED:
+            cls = self.backbone(pixel_values=pixels).last_hidden_state[:, 0]  # the unmasked image, as embedded
+            losses = self._labels(cls, targets) if self.objective == "labels" else self._contrastive(cls, targets)
+            if self.mim_weight:
+                losses["mim"] = self._masked(pixels, generator)[0]
+                losses["loss"] = losses["loss"] + self.mim_weight * losses["mim"]
+            return losses
         mim, cls = self._masked(pixels, generator)
         thumb = F.adaptive_avg_pool2d(pixels[:, :1], self.thumbnail).flatten(1)
         thumb = (thumb - thumb.mean(-1, keepdim=True)) / (thumb.std(-1, keepdim=True) + 1e-6)
         glob = (self.thumb_head(cls) - thumb).pow(2).mean()
         return {"loss": mim + glob, "mim": mim, "global": glob}
+
+    def _labels(self, cls: torch.Tensor, targets: dict) -> dict:
+        """Cross-entropy of each observation's status and, where the report states it, its side."""
+        status = F.cross_entropy(self.status_head(cls).view(-1, len(STATUSES)), targets["status"].flatten())
+        side_target = targets["side"].flatten()
+        side = (F.cross_entropy(self.side_head(cls).view(-1, len(SIDES)), side_target, ignore_index=IGNORE)
+                if (side_target != IGNORE).any() else cls.sum() * 0.0)
+        return {"loss": status + side, "status": status, "side": side}
+
+    def _contrastive(self, cls: torch.Tensor, targets: dict) -> dict:
+        """Symmetric InfoNCE between images and their reports; identical reports in a batch are not negatives."""
+        text = F.normalize(self.text_head(self.text_encoder(targets["tokens"], targets["offsets"])), dim=-1)
+        image = F.normalize(self.image_head(cls), dim=-1)
+        logits = image @ text.T / self.temperature
+        same = targets["report"][:, None] == targets["report"][None, :]
+        logits = logits.masked_fill(same & ~torch.eye(len(cls), dtype=torch.bool, device=cls.device), float("-inf"))
+        labels = torch.arange(len(cls), device=cls.device)
+        nce = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        return {"loss": nce, "infonce": nce}
 
     def _masked(self, pixels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked patch prediction loss and the CLS token of the masked view."""
@@ -242,6 +355,77 @@ def _backbone(config: PretrainConfig, init: Optional[str]):
     return Dinov2Model(vision), default_image_processor(vision)
 
 
+def pretrain_split(dataset: str, split: str):
+    """A split that pretraining may read: train (images, and reports for the report-supervised objectives) or
+    validation (early stopping); the test split is refused, so no test report or image shapes a backbone."""
+    from .data.adapters import load_split
+
+    if split not in PRETRAIN_SPLITS:
+        raise ValueError(f"pretraining reads only the {' and '.join(PRETRAIN_SPLITS)} splits of {dataset}; got "
+                         f"{split!r} (the test split is kept for evaluation)")
+    return load_split(dataset, split)
+
+
+def _targets(rows, objective: str):
+    """For a report-supervised objective, a function from row indices of `rows` to the batch's targets (read from
+    each row's FINDINGS once, up front); None for the self-supervised objectives."""
+    if objective not in REPORT_SUPERVISED:
+        return None
+    if "findings" not in rows.column_names:
+        raise ValueError(f"--objective {objective} learns from the paired reports, but the dataset has no 'findings' "
+                         f"column (it has {rows.column_names})")
+    texts = list(rows["findings"])
+    if objective == "labels":
+        read = [report_targets(t) for t in texts]
+        status = torch.tensor([r[0] for r in read])
+        side = torch.tensor([r[1] for r in read])
+        return lambda index: {"status": status[index], "side": side[index]}
+    tokens = [report_tokens(t, TEXT_BUCKETS) for t in texts]
+    text_id = {t: i for i, t in enumerate(dict.fromkeys(" ".join((t or "").lower().split()) for t in texts))}
+    report = torch.tensor([text_id[" ".join((t or "").lower().split())] for t in texts])
+
+    def contrastive(index: list) -> dict:
+        bags = [tokens[i] for i in index]
+        offsets = torch.tensor([0] + [len(b) for b in bags[:-1]]).cumsum(0)
+        return {"tokens": torch.tensor([t for b in bags for t in b]), "offsets": offsets, "report": report[index]}
+
+    return contrastive
+
+
+def _to(targets: Optional[dict], device) -> Optional[dict]:
+    return None if targets is None else {k: v.to(device) for k, v in targets.items()}
+
+
+def _validation_loss(dataset: str, config: PretrainConfig, processor, accelerator):
+    """The objective's loss (without the masked patch term) on the first `eval_size` validation images, in batches
+    of `batch_size`: what early stopping compares."""
+    rows = pretrain_split(dataset, "validation")
+    rows = rows.select(range(min(config.eval_size, len(rows))))
+    targets = _targets(rows, config.objective)
+    from .data.images import to_grayscale
+
+    batches = []
+    for at in range(0, len(rows), config.batch_size):
+        index = list(range(at, min(at + config.batch_size, len(rows))))
+        if len(index) < 2 and config.objective == "contrastive":
+            continue
+        pixels = processor(images=[to_grayscale(rows[i]["image"]) for i in index], return_tensors="pt")
+        batches.append((pixels["pixel_values"], targets(index)))
+
+    @torch.no_grad()
+    def evaluate(model: MaskedImageModel) -> float:
+        model.eval()
+        total = 0.0
+        for pixels, batch in batches:
+            cls = model.backbone(pixel_values=pixels.to(accelerator.device)).last_hidden_state[:, 0]
+            objective = model._labels if config.objective == "labels" else model._contrastive
+            total += float(objective(cls, _to(batch, accelerator.device))["loss"]) * len(pixels)
+        model.train()
+        return total / sum(len(p) for p, _ in batches)
+
+    return evaluate
+
+
 def stream_id(seed: int, start: int = 0, process: int = 0) -> Union[int, str]:
     """What seeds the image stream and the augmentations: the seed alone for a fresh single-process run, else also
     the process and the step a resumed run starts at, so neither repeats images another has seen."""
@@ -263,7 +447,7 @@ def _load_checkpoint(folder: Path, model: nn.Module, optimizer, generator: torch
     tensors = load_file(str(folder / "state.safetensors"))
     load_training_state(model, optimizer, tensors, saved["adam_steps"])
     generator.set_state(tensors["mask_generator"])
-    return saved
+    return {**saved, "tensors": tensors}
 
 
 def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str] = None, lora: bool = False,
@@ -273,7 +457,6 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from .data.adapters import load_split
     from .sae.trainer import TrainingDiverged, training_state, write_checkpoint
 
     if lora and not init:
@@ -303,13 +486,18 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     meta = {"format_version": 1, "dataset": dataset, "init": init, "lora": lora, "config": asdict(config)}
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
-    start, history, resumed_at = 0, [], []
+    start, history, resumed_at, validation = 0, [], [], []
+    best = {"loss": None, "step": None, "weights": None}  # early stopping: the lowest validation loss so far
     if resume and interrupted:
         saved = _load_checkpoint(checkpoint, inner, optimizer, generator, meta)
         start, history = saved["step"], saved["history_tail"]
         resumed_at = [*saved.get("resumed_at", []), start]
+        validation = saved.get("validation", [])
+        if saved.get("best_step"):
+            best.update(step=saved["best_step"], loss=min(v["loss"] for v in validation),
+                        weights={k[5:]: v for k, v in saved["tensors"].items() if k.startswith("best.")})
 
-    train = load_split(dataset, "train")
+    train = pretrain_split(dataset, "train")
     stream = stream_id(config.seed, start, accelerator.process_index)
     if dataset.startswith("iu-phantom"):
         images = PhantomStream([r["phantom_findings"] for r in train.select_columns(["phantom_findings"])],
@@ -317,15 +505,18 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     else:
         images = ImageStream(train, stream)
     rng = random.Random(stream)
+    targets = _targets(train, config.objective)
 
     def collate(batch):
         if config.objective == "vicreg":
-            views = [_strong_augment(im, rng) for _ in range(2) for im in batch]
-            return processor(images=views, return_tensors="pt")["pixel_values"]
-        return processor(images=[_augment(im, rng) for im in batch], return_tensors="pt")["pixel_values"]
+            views = [_strong_augment(im, rng) for _ in range(2) for im, _ in batch]
+            return processor(images=views, return_tensors="pt")["pixel_values"], None
+        pixels = processor(images=[_augment(im, rng) for im, _ in batch], return_tensors="pt")["pixel_values"]
+        return pixels, targets and targets([row for _, row in batch])
 
     loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, num_workers=config.num_workers,
                                          collate_fn=collate)
+    evaluate = _validation_loss(dataset, config, processor, accelerator) if config.eval_every else None
     warm = max(1, config.steps // 20)
     last = min(config.steps, config.max_steps or config.steps)
 
@@ -333,17 +524,19 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
         if accelerator.is_main_process:
             tensors, adam_steps = training_state(inner, optimizer)
             tensors["mask_generator"] = generator.get_state()
+            tensors.update({f"best.{k}": v for k, v in (best["weights"] or {}).items()})
             write_checkpoint(checkpoint, tensors, {**meta, "step": step, "adam_steps": adam_steps,
-                                                   "resumed_at": resumed_at, "history_tail": history[-50:]})
+                                                   "resumed_at": resumed_at, "history_tail": history[-50:],
+                                                   "validation": validation, "best_step": best["step"]})
 
-    bar = tqdm(total=config.steps, initial=start, desc="pretraining (masked image modelling)", unit="step",
+    bar = tqdm(total=config.steps, initial=start, desc=f"pretraining ({config.objective})", unit="step",
                disable=not accelerator.is_local_main_process)
-    for step, pixels in zip(range(start, last), loader):
+    for step, (pixels, batch_targets) in zip(range(start, last), loader):
         lr = config.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
         with accelerator.autocast():
-            losses = model(pixels.to(accelerator.device), generator)
+            losses = model(pixels.to(accelerator.device), generator, _to(batch_targets, accelerator.device))
         if not torch.isfinite(losses["loss"]):
             raise TrainingDiverged(f"pretraining diverged at step {step}: the loss is {losses['loss'].item()}; "
                                    f"lower --lr (the last checkpoint, if any, in {checkpoint} is intact)")
@@ -354,6 +547,11 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
         history.append({k: float(v.detach()) for k, v in losses.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+        if evaluate and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+            validation.append({"step": step + 1, "loss": evaluate(inner)})
+            if best["loss"] is None or validation[-1]["loss"] < best["loss"]:
+                best.update(loss=validation[-1]["loss"], step=step + 1,
+                            weights={k: v.detach().cpu().clone() for k, v in inner.backbone.state_dict().items()})
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < last:
             save(step + 1)  # the last step saves below (stopped early) or exports (complete)
     bar.close()
@@ -361,6 +559,8 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
         save(last)
         return {"stopped_at": last, "steps": config.steps, "checkpoint": str(checkpoint)}
     backbone = inner.backbone
+    if best["weights"] is not None:
+        backbone.load_state_dict(best["weights"])
     if lora:
         backbone = backbone.merge_and_unload()
     tail = history[-min(50, len(history)):]
@@ -368,6 +568,7 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
         "objective": OBJECTIVES[config.objective],
         "dataset": dataset, "init": init, "lora": lora, "config": asdict(config),
         "final_loss": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]} if tail else None,
+        "validation": validation, "exported_step": best["step"] or config.steps,
         "command": command, "resumed_at": resumed_at,
     }
     if accelerator.is_main_process:
@@ -388,12 +589,18 @@ def _card(summary: dict) -> str:
         steps = ", ".join(map(str, summary["resumed_at"]))
         resumed = (f"- Resumed at step {steps}: after a resumption the images come from a stream re-seeded at that "
                    "step, so an uninterrupted run of the command gives other weights.\n")
+    supervised = c["objective"] in REPORT_SUPERVISED
+    learned = ("the train split's (image, report) pairs: it learnt from the paired reports' FINDINGS, as chest X-ray "
+               "encoders trained on report labels or report text do; no validation or test report shaped it beyond "
+               "early stopping on validation" if supervised else "images alone; no labels")
+    stopped = (f"- Exported: the weights at step {summary['exported_step']} (lowest validation loss).\n"
+               if summary.get("validation") else "")
     return f"""---
 library_name: transformers
-tags: [dinov2, chest-x-ray, phantom, self-supervised]
+tags: [dinov2, chest-x-ray, phantom, {'report-supervised' if supervised else 'self-supervised'}]
 license: apache-2.0
 ---
-# phantom-dino: a small self-supervised DINOv2 for saerad's offline demo
+# phantom-dino: a small DINOv2 for saerad's offline demo
 
 This backbone **knows only phantom radiographs**: procedurally drawn chest X-rays from `saerad.data.phantom`. It has
 never seen a real radiograph and must not be used on one. It exists so that the SAE-Rad pipeline can run end to end
@@ -401,10 +608,10 @@ on a machine with no hub access, where RAD-DINO cannot be downloaded.
 
 - Architecture: `Dinov2Model`, hidden {c['hidden_size']}, {c['num_layers']} layers, {c['num_heads']} heads,
   patch {c['patch_size']}, {c['image_size']} px.
-- Objective: {summary['objective']}; no labels.
+- Objective: {summary['objective']}; learnt from {learned}.
 - Data: phantoms rendered with fresh patient seeds, findings drawn from the IU-phantom train split (never its
   validation or test images); {c['steps']} steps of {c['batch_size']} images.
 - Final losses: {summary['final_loss']}.
-{resumed}
+{stopped}{resumed}
 Reproduce: `{summary['command'] or 'saerad pretrain --dataset iu-phantom --out DIR'}`
 """
