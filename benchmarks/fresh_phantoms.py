@@ -1,6 +1,6 @@
 """Fresh phantom patients through a built model folder: does the report state the one drawn finding, on its side?
 
-    python benchmarks/fresh_phantoms.py [--model ~/.cache/saerad/demo/model] [--n 24]
+    python benchmarks/fresh_phantoms.py [--model ~/.cache/saerad/demo-v2/model] [--n 24]
 
 Per case, `--n` phantoms of new patients (seeds outside every IU-phantom split and the pretraining stream) with that
 one finding drawn, and normal ones; each through `model.generate`, its FINDINGS read by the labeler. For a
@@ -12,6 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from saerad.demo import WORKDIR
 from saerad.evaluation.fresh import fresh_phantom_rows, markdown
 from saerad.generate import load_model
 from saerad.paths import cache_dir
@@ -19,7 +20,7 @@ from saerad.paths import cache_dir
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(cache_dir("demo") / "model"), help="model folder (saerad build)")
+    parser.add_argument("--model", default=str(cache_dir(WORKDIR) / "model"), help="model folder (saerad build)")
     parser.add_argument("--n", type=int, default=24, help="patients per case")
     args = parser.parse_args()
     if not (Path(args.model) / "config.json").exists():

@@ -72,7 +72,7 @@ def _zero(*modules) -> None:
 
 
 def test_labels_loss_is_the_cross_entropy_of_status_and_stated_side():
-    from saerad.pretrain import IGNORE, report_targets
+    from saerad.pretrain import IGNORE, _observed, report_targets
 
     model = _model("labels")
     _zero(model.status_head, model.side_head)  # uniform predictions: each cross-entropy is ln 3
@@ -81,7 +81,7 @@ def test_labels_loss_is_the_cross_entropy_of_status_and_stated_side():
     pixels, generator = torch.randn(4, 3, 32, 32), torch.Generator().manual_seed(0)
     losses = model(pixels, generator, targets)
     assert set(losses) == {"loss", "status", "side"}
-    assert math.isclose(losses["status"].item(), math.log(3), rel_tol=1e-6)
+    assert math.isclose(losses["status"].item(), len(_observed()) * math.log(3), rel_tol=1e-6)  # summed
     assert math.isclose(losses["side"].item(), math.log(3), rel_tol=1e-6)
     no_side = {"status": targets["status"], "side": torch.full_like(targets["side"], IGNORE)}
     assert model(pixels, generator, no_side)["side"].item() == 0.0  # no report states a side: no side term
@@ -162,3 +162,22 @@ def test_report_objectives_refuse_what_they_cannot_use(tmp_path, capsys):
     assert main(["pretrain", "--dataset", "iu-phantom", "--objective", "contrastive", "--batch-size", "1",
                  "--out", str(tmp_path / "x")]) == 2
     assert "--batch-size of at least 2" in capsys.readouterr().err
+
+
+def test_a_resnet_backbone_learns_from_reports_and_embeds_through_saerad(tmp_path, capsys):
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from saerad.embed import embed, load_embeddings
+
+    spec = _three_splits(tmp_path / "data")
+    out = tmp_path / "rn"
+    assert main(_args(spec, out, "--architecture", "resnet", "--hidden-size", "32", "--objective", "labels",
+                      "--mim-weight", "0")) == 0
+    config = AutoConfig.from_pretrained(out)
+    assert config.model_type == "resnet" and config.hidden_sizes[-1] == 32 and config.image_size == 32
+    assert AutoImageProcessor.from_pretrained(out).crop_size == {"height": 32, "width": 32}
+    embed(str(out), spec, "train", str(tmp_path / "emb"), num_workers=0)
+    x, ids = load_embeddings(tmp_path / "emb")
+    assert x.shape == (8, 32) and len(set(ids)) == 8 and x.std(0).sum() > 0
+    assert main(_args(spec, tmp_path / "x", "--architecture", "resnet", "--objective", "labels")) == 2
+    assert "--mim-weight 0" in capsys.readouterr().err  # a CNN has no patch tokens to mask

@@ -154,6 +154,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .sae import TrainingDiverged
 
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            architecture=args.architecture, hidden_size=args.hidden_size,
                             image_size=args.image_size, num_workers=args.num_workers, lora_rank=args.lora_rank,
                             objective=args.objective, projector=args.projector, mim_weight=args.mim_weight,
                             temperature=args.temperature, eval_every=args.eval_every, eval_size=args.eval_size,
@@ -240,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--architecture", choices=["dinov2", "resnet"], default="dinov2",
+                   help="backbone: a ViT (dinov2) or a small ResNet (resnet; report-supervised, --mim-weight 0)")
+    p.add_argument("--hidden-size", type=int, default=192, help="token width (dinov2) or last stage width (resnet)")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -50,6 +50,18 @@ def hub_model_id(name: str) -> Optional[str]:
     return name if REPO_ID.match(name) and not os.path.exists(name) else None
 
 
+def _backbone_training(pretraining: Optional[dict]) -> str:
+    """The card's line on what the backbone learnt from, when saerad pretrained it."""
+    if not pretraining:
+        return ""
+    if pretraining["report_supervised"]:
+        how = ("from the train split's (image, report) pairs: " + pretraining["description"] + ". Only the backbone "
+               "learnt from the reports; the SAE, the describer and the composer remain unsupervised")
+    else:
+        how = "self-supervised, from images alone: " + pretraining["description"]
+    return f"\n- Backbone pretraining (`saerad pretrain` on `{pretraining['dataset']}`): {how}."
+
+
 def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optional[str] = None) -> str:
     """Write the model card README.md of a built model folder (with evaluation results when given)."""
     folder = Path(model_dir)
@@ -98,7 +110,7 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         "min_score_support": interp.get("min_score_support", "n/a"), "median_auroc": _fmt(interp.get("median_auroc")),
         "frac_good": _fmt(interp.get("frac_live_auroc_ge_0_75")),
         "score_threshold": _fmt(info.get("min_feature_score")),
-        "results": results_text,
+        "results": results_text, "backbone_training": _backbone_training(info.get("backbone_pretraining")),
         "intended_use": ("This model was trained on phantom radiographs (procedurally drawn images paired with real IU "
                          "X-ray report text) to demonstrate the method offline; it knows nothing of real radiographs."
                          if phantom else "It is a research artefact for studying interpretable report generation."),
@@ -112,6 +124,17 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     text = string.Template(TEMPLATE.read_text()).substitute(fields)
     (folder / "README.md").write_text(text)
     return text
+
+
+def backbone_pretraining(backbone: str) -> Optional[dict]:
+    """What a backbone made by `saerad pretrain` learnt from (its pretrain.json), for the card; None otherwise."""
+    path = Path(backbone) / "pretrain.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    objective = summary.get("config", {}).get("objective", "thumbnail")
+    return {"objective": objective, "description": summary.get("objective"), "dataset": summary.get("dataset"),
+            "report_supervised": objective in ("labels", "contrastive")}
 
 
 def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,
@@ -165,6 +188,7 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
             "training_metrics": {k: v for k, v in json.loads(training.read_text()).items()
                                  if k != "feature_density_histogram"} if training.exists() else {},
             "interpret_metrics": json.loads(interp.read_text()) if interp.exists() else {},
+            "backbone_pretraining": backbone_pretraining(backbone),
         }
         (tmp / "saerad_build.json").write_text(json.dumps(info, indent=1))
         render_card(str(tmp), json.loads(Path(results).read_text()) if results else None)
