@@ -1,6 +1,6 @@
 """Linear probe on a backbone's embeddings of IU-phantom: are the drawn findings linearly readable?
 
-    python benchmarks/linear_probe.py [--backbone src/saerad/assets/phantom-dino] [--pooling cls]
+    python benchmarks/linear_probe.py [--backbone src/saerad/assets/phantom-resnet] [--pooling cls]
 
 One logistic regression per phantom finding label (train split), AUROC on the test split; macro AUROC over the
 labels with at least 5 test positives. No test image is used for training the backbone or the probe.
@@ -28,12 +28,13 @@ import torch
 from configuration_saerad import POOLINGS
 from saerad.data.adapters import load_iu_phantom, phantom_seed
 from saerad.data.phantom import Patient
+from saerad.demo import BACKBONE
 from saerad.embed import embed, load_embeddings
 from saerad.evaluation.metrics import ChexpertF1
 from saerad.interpret.score import auroc
 from saerad.labeler import OBSERVATIONS
 
-DEFAULT_BACKBONE = "src/saerad/assets/phantom-dino"
+DEFAULT_BACKBONE = str(BACKBONE)
 
 
 def main() -> None:

@@ -272,3 +272,27 @@ def test_credentialed_text_to_a_remote_endpoint_is_warned_about(tmp_path, caplog
         OpenAIDescriber("https://llm.example.org/v1", cache_dir=str(tmp_path), credentialed=False)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "llm.example.org" in warnings[0] and "data use agreement" in warnings[0]
+
+
+def test_a_feature_of_the_normal_images_is_described_and_scored_as_no_finding():
+    from saerad.interpret.describe import NORMAL_SENTENCE, Corpus, extractive_description, tag_description
+    from saerad.interpret.score import ReportIndex, auroc
+
+    normal = ["Lungs are clear. Mediastinum is unremarkable.", "The lungs are clear. The mediastinum is unremarkable.",
+              "Clear lungs. No effusion."] * 4
+    abnormal = ["Mediastinum is unremarkable. Heart is enlarged.", "Left pleural effusion. The lungs are clear.",
+                "Right lower lobe opacity. Mediastinum is unremarkable."] * 4
+    reports = normal + abnormal
+    # no sentence says "normal", yet what the firing reports share is that they state nothing abnormal
+    description = extractive_description(Corpus(reports), list(range(12)))
+    assert description == NORMAL_SENTENCE
+    findings, _ = tag_description(description)
+    assert [(f["label"], f["status"]) for f in findings] == [("No Finding", "positive")]
+    index = ReportIndex(reports + ["Heart is enlarged. No acute cardiopulmonary abnormality."])
+    stated = [index.states(i, findings, description) for i in range(25)]
+    # a report states No Finding when its labels are No Finding, not when it holds the phrase
+    assert stated == [1.0] * 12 + [0.0] * 13
+    assert auroc(stated, [True] * 12 + [False] * 13) == 1.0
+    # a firing report's own No Finding sentence is preferred to the fixed one
+    own = extractive_description(Corpus([r + " No acute disease." for r in normal] + abnormal), list(range(12)))
+    assert own == "No acute disease."

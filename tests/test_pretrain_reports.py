@@ -181,3 +181,33 @@ def test_a_resnet_backbone_learns_from_reports_and_embeds_through_saerad(tmp_pat
     assert x.shape == (8, 32) and len(set(ids)) == 8 and x.std(0).sum() > 0
     assert main(_args(spec, tmp_path / "x", "--architecture", "resnet", "--objective", "labels")) == 2
     assert "--mim-weight 0" in capsys.readouterr().err  # a CNN has no patch tokens to mask
+
+
+def test_the_committed_demo_backbone_loads_embeds_and_tells_findings_apart():
+    from transformers import AutoImageProcessor, AutoModel
+
+    from modeling_saerad import pool_backbone_output
+    from saerad.data.phantom import render
+    from saerad.demo import BACKBONE
+    from saerad.evaluation.fresh import fresh_seed
+
+    made = json.loads((BACKBONE / "pretrain.json").read_text())
+    assert made["config"]["objective"] == "labels" and made["dataset"] == "iu-phantom"
+    model, processor = AutoModel.from_pretrained(BACKBONE).eval(), AutoImageProcessor.from_pretrained(BACKBONE)
+    cases = {"normal": [], "cardiomegaly": [{"label": "cardiomegaly"}], "pacemaker": [{"label": "pacemaker"}],
+             "left effusion": [{"label": "pleural_effusion", "laterality": "left"}]}
+    x = {}
+    for name, findings in cases.items():  # patients no split or pretraining stream has drawn
+        images = [render(findings, seed=fresh_seed(f"test:{name}", i), size=256) for i in range(8)]
+        with torch.no_grad():
+            pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+            x[name] = pool_backbone_output(model(pixel_values=pixels), "cls", model.config)
+    assert x["normal"].shape == (8, 192)
+    # leave-one-out nearest centroid: each finding's phantoms lie nearer their own mean than the normal ones' mean
+    for name in ("cardiomegaly", "pacemaker", "left effusion"):
+        right = 0
+        for group, other in ((x[name], x["normal"]), (x["normal"], x[name])):
+            for i in range(8):
+                rest = torch.cat([group[:i], group[i + 1:]]).mean(0)
+                right += int((group[i] - rest).norm() < (group[i] - other.mean(0)).norm())
+        assert right >= 14, (name, right)

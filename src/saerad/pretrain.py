@@ -36,9 +36,10 @@ OBJECTIVES = {
     "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
     "vicreg": "masked image modelling (60% patches, normalised pixels) + VICReg on the CLS tokens of two strongly "
               "augmented views (affine, exposure, blur, noise)",
-    "labels": "CLS -> what the labeler reads in the paired report's FINDINGS (per observation: absent or negated, "
-              "uncertain, positive; and left, right or bilateral where stated)",
-    "contrastive": "CLS <-> the paired report's FINDINGS, InfoNCE with a jointly trained bag-of-words text encoder",
+    "labels": "image embedding -> what the labeler reads in the paired report's FINDINGS (per observation: absent or "
+              "negated, uncertain, positive; and left, right or bilateral where stated)",
+    "contrastive": "image embedding <-> the paired report's FINDINGS, InfoNCE with a jointly trained bag-of-words text "
+                   "encoder",
 }
 REPORT_SUPERVISED = ("labels", "contrastive")
 PRETRAIN_SPLITS = ("train", "validation")  # the test split is for evaluation only
@@ -619,24 +620,31 @@ def _card(summary: dict) -> str:
         resumed = (f"- Resumed at step {steps}: after a resumption the images come from a stream re-seeded at that "
                    "step, so an uninterrupted run of the command gives other weights.\n")
     supervised = c["objective"] in REPORT_SUPERVISED
-    learned = ("the train split's (image, report) pairs: it learnt from the paired reports' FINDINGS, as chest X-ray "
-               "encoders trained on report labels or report text do; no validation or test report shaped it beyond "
-               "early stopping on validation" if supervised else "images alone; no labels")
+    learned = ("the train split's (image, report) pairs, as chest X-ray encoders trained on report labels or report "
+               "text are; no validation or test report shaped it beyond early stopping on validation"
+               if supervised else "images alone; no labels")
     stopped = (f"- Exported: the weights at step {summary['exported_step']} (lowest validation loss).\n"
                if summary.get("validation") else "")
+    if c.get("architecture", "dinov2") == "resnet":
+        name, shape = "phantom-resnet", (f"`ResNetModel`, basic blocks [2, 2, 2, 2], widths {c['hidden_size'] // 8} to "
+                                         f"{c['hidden_size']}, {c['image_size']} px; the embedding is the pooled "
+                                         "last feature map")
+    else:
+        name, shape = "phantom-dino", (f"`Dinov2Model`, hidden {c['hidden_size']}, {c['num_layers']} layers, "
+                                       f"{c['num_heads']} heads, patch {c['patch_size']}, {c['image_size']} px")
+    kind = "report-supervised" if supervised else "self-supervised"
     return f"""---
 library_name: transformers
-tags: [dinov2, chest-x-ray, phantom, {'report-supervised' if supervised else 'self-supervised'}]
+tags: [{c.get('architecture', 'dinov2')}, chest-x-ray, phantom, {kind}]
 license: apache-2.0
 ---
-# phantom-dino: a small DINOv2 for saerad's offline demo
+# {name}: a small backbone for saerad's offline demo
 
 This backbone **knows only phantom radiographs**: procedurally drawn chest X-rays from `saerad.data.phantom`. It has
 never seen a real radiograph and must not be used on one. It exists so that the SAE-Rad pipeline can run end to end
 on a machine with no hub access, where RAD-DINO cannot be downloaded.
 
-- Architecture: `Dinov2Model`, hidden {c['hidden_size']}, {c['num_layers']} layers, {c['num_heads']} heads,
-  patch {c['patch_size']}, {c['image_size']} px.
+- Architecture: {shape}.
 - Objective: {summary['objective']}; learnt from {learned}.
 - Data: phantoms rendered with fresh patient seeds, findings drawn from the IU-phantom train split (never its
   validation or test images); {c['steps']} steps of {c['batch_size']} images.

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 from urllib.parse import urlparse
 
 from ..data.reports import normalize_deid, normalize_sentence, split_sentences
-from ..labeler import SECTION_OF, label_mentions
+from ..labeler import OBSERVATIONS, SECTION_OF, label_mentions
 
 logger = logging.getLogger(__name__)
 PROMPT_VERSION = "saerad-describe-v1"
@@ -69,6 +69,17 @@ def _statements(sentence: str) -> frozenset:
     return frozenset(("finding", f) for f in found) if found else frozenset([("text", normalize_sentence(sentence))])
 
 
+NO_FINDING = ("finding", ("No Finding", True, ""))
+NORMAL_SENTENCE = "No acute cardiopulmonary abnormality."
+
+
+def _normal(statements: set) -> bool:
+    """Whether a report's statements make its CheXpert labels No Finding (the labeler's rule: nothing positive or
+    uncertain among the 14 observations but support devices), without labelling it again."""
+    return not any(kind == "finding" and s[1] and s[0] in OBSERVATIONS and s[0] not in ("No Finding", "Support Devices")
+                   for kind, s in statements)
+
+
 class Corpus:
     """Sentences and single statements of every report, with document frequencies, for contrastive scoring."""
 
@@ -87,7 +98,9 @@ class Corpus:
                     memo[sentence] = _statements(sentence)
                 items.append((sentence, memo[sentence], not re.search(r"X{2,}|_{2,}", raw)))
             self.sentences.append(items)
-            stated = set().union(*(statements for _, statements, _ in items))
+            stated = set().union(*(statements for _, statements, _ in items)) - {NO_FINDING}
+            if _normal(stated):  # a report states No Finding when it states nothing abnormal
+                stated.add(NO_FINDING)
             self.statements.append(stated)
             self.statement_df.update(stated)
         self.n = max(1, len(reports))
@@ -124,6 +137,8 @@ def extractive_description(corpus: Corpus, rows: Sequence[int], firing: Optional
         for sentence, statements, clean in corpus.sentences[r]:
             if best in statements:
                 options[(len(statements) > 1, not clean, sentence)] += 1
+    if not options:  # No Finding, which normal FINDINGS state by saying nothing abnormal
+        return NORMAL_SENTENCE
     (_, _, sentence), _ = min(options.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1], len(kv[0][2]), kv[0][2]))
     sentence = sentence[0].upper() + sentence[1:]
     return sentence if sentence.endswith((".", "!", "?")) else sentence + "."

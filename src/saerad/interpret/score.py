@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..data.reports import normalize_sentence, split_sentences
-from ..labeler import label_mentions
+from ..labeler import aggregate, label_mentions
 
 MIN_SUPPORT = 5
 
@@ -46,7 +46,13 @@ class ReportIndex:
     """What each reference report states: labeler mentions and normalised sentences."""
 
     def __init__(self, reports: Sequence[str]):
-        self.mentions = [label_mentions(r or "") for r in reports]
+        # No Finding is what a whole report states (nothing abnormal), not a phrase: as the evaluation labels it
+        normal = {"label": "No Finding", "status": "positive", "laterality": None}
+        self.mentions = []
+        for report in reports:
+            mentions = label_mentions(report or "")
+            is_normal = aggregate(mentions).get("No Finding") == "positive"
+            self.mentions.append([m for m in mentions if m["label"] != "No Finding"] + [normal] * is_normal)
         self.sentences = [{normalize_sentence(s) for s in split_sentences(r or "")} for r in reports]
 
     def states(self, i: int, findings: list, description: str) -> float:
