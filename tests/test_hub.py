@@ -126,3 +126,19 @@ def test_a_hub_backbone_becomes_the_cards_base_model(built, tmp_path, monkeypatc
     card = (built / "README.md").read_text()
     assert 'base_model: "facebook/dinov2-small"' in card.split("---")[1]
     assert "backbone (`facebook/dinov2-small`)" in card
+
+
+def test_the_card_says_what_a_saerad_pretrained_backbone_learnt_from(built, tmp_path):
+    from saerad.hub import backbone_pretraining, render_card
+
+    summary = {"objective": "image embedding -> labels", "dataset": "iu-phantom", "config": {"objective": "labels"}}
+    (tmp_path / "bb").mkdir()
+    (tmp_path / "bb" / "pretrain.json").write_text(json.dumps(summary))
+    info = json.loads((built / "saerad_build.json").read_text())
+    assert info["backbone_pretraining"] is None  # the tiny test backbone was not made by saerad pretrain
+    info["backbone_pretraining"] = backbone_pretraining(str(tmp_path / "bb"))
+    (built / "saerad_build.json").write_text(json.dumps(info))
+    card = render_card(str(built))
+    assert "(image, report) pairs: image embedding -> labels" in card
+    assert "the SAE, the describer and the composer remain unsupervised" in card
+    assert "spent their embedding on the phantom patient" in card

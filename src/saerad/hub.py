@@ -57,6 +57,10 @@ def _backbone_training(pretraining: Optional[dict]) -> str:
     if pretraining["report_supervised"]:
         how = ("from the train split's (image, report) pairs: " + pretraining["description"] + ". Only the backbone "
                "learnt from the reports; the SAE, the describer and the composer remain unsupervised")
+        if "phantom" in (pretraining["dataset"] or ""):
+            how += (". It learnt from reports because the self-supervised backbones that train on a CPU spent their "
+                    "embedding on the phantom patient and lung volume, not the findings (saerad's "
+                    "docs/demo-backbone.md)")
     else:
         how = "self-supervised, from images alone: " + pretraining["description"]
     return f"\n- Backbone pretraining (`saerad pretrain` on `{pretraining['dataset']}`): {how}."

@@ -411,8 +411,9 @@ def _targets(rows, objective: str):
         side = torch.tensor([r[1] for r in read])
         return lambda index: {"status": status[index], "side": side[index]}
     tokens = [report_tokens(t, TEXT_BUCKETS) for t in texts]
-    text_id = {t: i for i, t in enumerate(dict.fromkeys(" ".join((t or "").lower().split()) for t in texts))}
-    report = torch.tensor([text_id[" ".join((t or "").lower().split())] for t in texts])
+    folded = [" ".join((t or "").lower().split()) for t in texts]
+    text_id = {t: i for i, t in enumerate(dict.fromkeys(folded))}  # identical reports share an id
+    report = torch.tensor([text_id[t] for t in folded])
 
     def contrastive(index: list) -> dict:
         bags = [tokens[i] for i in index]
@@ -542,7 +543,7 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
             views = [_strong_augment(im, rng) for _ in range(2) for im, _ in batch]
             return processor(images=views, return_tensors="pt")["pixel_values"], None
         pixels = processor(images=[_augment(im, rng) for im, _ in batch], return_tensors="pt")["pixel_values"]
-        return pixels, targets and targets([row for _, row in batch])
+        return pixels, None if targets is None else targets([row for _, row in batch])
 
     loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, num_workers=config.num_workers,
                                          collate_fn=collate)
