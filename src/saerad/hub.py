@@ -135,10 +135,12 @@ def backbone_pretraining(backbone: str) -> Optional[dict]:
     path = Path(backbone) / "pretrain.json"
     if not path.is_file():
         return None
+    from .pretrain import REPORT_SUPERVISED
+
     summary = json.loads(path.read_text())
     objective = summary.get("config", {}).get("objective", "thumbnail")
     return {"objective": objective, "description": summary.get("objective"), "dataset": summary.get("dataset"),
-            "report_supervised": objective in ("labels", "contrastive")}
+            "report_supervised": objective in REPORT_SUPERVISED}
 
 
 def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,

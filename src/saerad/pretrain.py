@@ -19,11 +19,12 @@ runs through Accelerate (a GPU when there is one) and resumes from `OUT/checkpoi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
+import re
 import shutil
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -132,6 +133,7 @@ class PhantomStream(torch.utils.data.IterableDataset):
         self.pool, self.size, self.seed = findings_pool, size, seed
 
     def __iter__(self):
+        from .data.adapters import stable_hash
         from .data.phantom import render
 
         info = torch.utils.data.get_worker_info()
@@ -140,7 +142,7 @@ class PhantomStream(torch.utils.data.IterableDataset):
         i = 0
         while True:
             row = rng.choice(range(len(self.pool)))
-            seed = int(hashlib.sha256(f"pretrain:{self.seed}:{worker}:{i}".encode()).hexdigest()[:8], 16)
+            seed = stable_hash(f"pretrain:{self.seed}:{worker}:{i}")
             i += 1
             yield render(self.pool[row], seed=seed, size=self.size), row
 
@@ -197,9 +199,6 @@ def report_targets(findings: Optional[str]) -> tuple[list[int], list[int]]:
 def report_tokens(findings: Optional[str], buckets: int) -> list[int]:
     """Hashed word unigrams and bigrams of a FINDINGS text: the bag-of-words text encoder's input (stable across
     processes, unlike Python's `hash`)."""
-    import re
-    import zlib
-
     words = re.findall(r"[a-z]+", (findings or "").lower()) or ["<empty>"]
     grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
     return [zlib.crc32(g.encode()) % buckets for g in grams]
@@ -300,8 +299,7 @@ class MaskedImageModel(nn.Module):
             mim, agree = (mim_1 + mim_2) / 2, _vicreg(self.projector(cls_1), self.projector(cls_2))
             return {"loss": mim + agree, "mim": mim, "vicreg": agree}
         if self.objective in REPORT_SUPERVISED:
-            cls = self.embed(pixels)
-            losses = self._labels(cls, targets) if self.objective == "labels" else self._contrastive(cls, targets)
+            losses = self.report_loss(self.embed(pixels), targets)
             if self.mim_weight:
                 losses["mim"] = self._masked(pixels, generator)[0]
                 losses["loss"] = losses["loss"] + self.mim_weight * losses["mim"]
@@ -317,6 +315,10 @@ class MaskedImageModel(nn.Module):
         from modeling_saerad import pool_backbone_output
 
         return pool_backbone_output(self.backbone(pixel_values=pixels), "cls", self.backbone.config)
+
+    def report_loss(self, cls: torch.Tensor, targets: dict) -> dict:
+        """The report-supervised objective's losses on image embeddings (no masked patch term)."""
+        return self._labels(cls, targets) if self.objective == "labels" else self._contrastive(cls, targets)
 
     def _labels(self, cls: torch.Tensor, targets: dict) -> dict:
         """Cross-entropy of each observation's status, summed over observations, and, where the report states one,
@@ -449,8 +451,7 @@ def _validation_loss(dataset: str, config: PretrainConfig, processor, accelerato
         total = 0.0
         for pixels, batch in batches:
             cls = model.embed(pixels.to(accelerator.device))
-            objective = model._labels if config.objective == "labels" else model._contrastive
-            total += float(objective(cls, _to(batch, accelerator.device))["loss"]) * len(pixels)
+            total += float(model.report_loss(cls, _to(batch, accelerator.device))["loss"]) * len(pixels)
         model.train()
         return total / sum(len(p) for p, _ in batches)
 

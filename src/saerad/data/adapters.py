@@ -28,9 +28,14 @@ SPEC_FORMS = "mimic-cxr:PATH, iu-xray[:PATH], iu-phantom[:REPORTS], imagefolder:
 IU_PHANTOM_VERSION = 1
 
 
+def stable_hash(key: str) -> int:
+    """A 32-bit integer from a string, the same in every process and on every machine (unlike `hash`)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+
+
 def stable_split(key: str) -> str:
     """About 80/10/10 train/validation/test by a hash of the id alone, so a test id never moves."""
-    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10
+    bucket = stable_hash(key) % 10
     return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
 
 
@@ -136,7 +141,7 @@ def load_iu_xray(path: Optional[str] = None, require_findings: bool = False):
 
 def phantom_seed(report_id: str) -> int:
     """The phantom patient drawn for an IU report in IU-phantom."""
-    return int(hashlib.sha256(f"iu-phantom:{report_id}".encode()).hexdigest()[:8], 16)
+    return stable_hash(f"iu-phantom:{report_id}")
 
 
 def _phantom_row(report: dict, size: int) -> dict:

@@ -6,7 +6,6 @@ report id) and the pretraining stream (seeded by run), so no image here was trai
 
 from __future__ import annotations
 
-import hashlib
 from typing import Optional
 
 # The labeler's observation that states each drawn phantom finding.
@@ -33,7 +32,9 @@ DEFAULT_CASES = (
 
 def fresh_seed(case: str, index: int) -> int:
     """The patient of the `index`-th fresh phantom of a case."""
-    return int(hashlib.sha256(f"fresh-phantom:{case}:{index}".encode()).hexdigest()[:8], 16)
+    from ..data.adapters import stable_hash
+
+    return stable_hash(f"fresh-phantom:{case}:{index}")
 
 
 def stated(report: str, label: str, side: Optional[str] = None) -> tuple[bool, bool]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -53,8 +52,9 @@ def read_reports(source: str, ids: list[str], split: Optional[str] = None) -> li
 
 
 def _holdout_mask(ids: list[str], fraction: float) -> np.ndarray:
-    return np.array([int(hashlib.sha256(f"holdout:{i}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
-                     for i in ids])
+    from ..data.adapters import stable_hash
+
+    return np.array([stable_hash(f"holdout:{i}") / 0xFFFFFFFF < fraction for i in ids])
 
 
 @torch.no_grad()

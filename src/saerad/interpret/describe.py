@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 from urllib.parse import urlparse
 
 from ..data.reports import normalize_deid, normalize_sentence, split_sentences
-from ..labeler import OBSERVATIONS, SECTION_OF, label_mentions
+from ..labeler import SECTION_OF, is_normal, label_mentions
 
 logger = logging.getLogger(__name__)
 PROMPT_VERSION = "saerad-describe-v1"
@@ -74,10 +74,8 @@ NORMAL_SENTENCE = "No acute cardiopulmonary abnormality."
 
 
 def _normal(statements: set) -> bool:
-    """Whether a report's statements make its CheXpert labels No Finding (the labeler's rule: nothing positive or
-    uncertain among the 14 observations but support devices), without labelling it again."""
-    return not any(kind == "finding" and s[1] and s[0] in OBSERVATIONS and s[0] not in ("No Finding", "Support Devices")
-                   for kind, s in statements)
+    """Whether a report's statements make its CheXpert labels No Finding, without labelling it again."""
+    return is_normal(s[0] for kind, s in statements if kind == "finding" and s[1])
 
 
 class Corpus:

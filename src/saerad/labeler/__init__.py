@@ -158,6 +158,12 @@ def label_mentions(text: str) -> list[dict]:
     return out
 
 
+def is_normal(present) -> bool:
+    """CheXpert's No Finding rule over the observations a report states as positive or uncertain: none of the 14
+    but Support Devices (the labeler's extra observations do not count)."""
+    return not any(obs in OBSERVATIONS and obs not in ("No Finding", "Support Devices") for obs in present)
+
+
 def aggregate(mentions: list[dict]) -> dict[str, str]:
     """CheXpert aggregation: per observation positive > uncertain > negative; then the No Finding rule."""
     labels: dict = {}
@@ -166,7 +172,7 @@ def aggregate(mentions: list[dict]) -> dict[str, str]:
             continue
         if m["label"] not in labels or _RANK[m["status"]] > _RANK[labels[m["label"]]]:
             labels[m["label"]] = m["status"]
-    if not any(s in ("positive", "uncertain") for obs, s in labels.items() if obs != "Support Devices"):
+    if is_normal(obs for obs, s in labels.items() if s in ("positive", "uncertain")):
         labels["No Finding"] = "positive"
     return {obs: labels[obs] for obs in OBSERVATIONS if obs in labels}
 
