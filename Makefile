@@ -14,7 +14,9 @@ export TOKENIZERS_PARALLELISM ?= false
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The editable install copies the two remote-code files into site-packages (hatch force-include), where they shadow
+# the checkout's: a change to them reinstalls.
+$(VENV)/.installed: pyproject.toml configuration_saerad.py modeling_saerad.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if [ -n "$(TORCH)" ]; then $(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH); fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
@@ -29,4 +31,6 @@ demo: install
 	$(BIN)/saerad demo
 
 test: install
+	$(BIN)/python -m pip check
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q

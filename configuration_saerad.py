@@ -149,17 +149,20 @@ class SAERadConfig(PretrainedConfig):
             raise ValueError(f"k must be an integer in [1, d_sae={d_sae}]; got {k!r}")
         self.k = k
 
-        if not input_scale > 0:
+        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not input_scale > 0:
             raise ValueError(f"input_scale must be positive; got {input_scale!r}")
         self.input_scale = float(input_scale)
         self.center_inputs = bool(center_inputs)
 
-        if not min_activation >= 0:
-            raise ValueError(f"min_activation must be >= 0; got {min_activation!r}")
+        if isinstance(min_activation, bool) or not isinstance(min_activation, (int, float)) or not min_activation >= 0:
+            raise ValueError(f"min_activation must be a number >= 0; got {min_activation!r}")
         self.min_activation = float(min_activation)
         if not isinstance(max_report_features, int) or max_report_features < 1:
             raise ValueError(f"max_report_features must be a positive integer; got {max_report_features!r}")
         self.max_report_features = max_report_features
+        if min_feature_score is not None and (isinstance(min_feature_score, bool)
+                                              or not isinstance(min_feature_score, (int, float))):
+            raise ValueError(f"min_feature_score must be a number or null; got {min_feature_score!r}")
         self.min_feature_score = None if min_feature_score is None else float(min_feature_score)
         if not isinstance(normal_impression, str):
             raise ValueError(f"normal_impression must be a string; got {type(normal_impression).__name__}")

@@ -12,7 +12,7 @@ from typing import Any, Optional, Union
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, BitImageProcessorPil, PreTrainedModel
 from transformers.utils import ModelOutput, cached_file, logging
 
 try:  # as remote code (transformers_modules) the two files are siblings in a package
@@ -28,6 +28,13 @@ FEATURE_DICTIONARY_SCHEMA_VERSION = 1
 SECTIONS = ("devices", "lungs", "pleura", "heart/mediastinum", "bones", "other")
 FINDING_STATUSES = ("positive", "negative", "uncertain")
 COMPOSER_SETTINGS = ("min_activation", "max_report_features", "min_feature_score", "normal_impression")
+# What a model repo may hand the composer: a dictionary file, a description and an exemplar id are bounded, so a
+# stranger's repo cannot fill memory or a report (a real dictionary: ~2 KB a feature, sentences under 300 characters).
+MAX_DICTIONARY_BYTES = 256 * 1024 * 1024
+MAX_DESCRIPTION_CHARS = 2000
+MAX_ID_CHARS = 256
+MAX_JSON_DEPTH = 16
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # A positive "No Finding" contradicts any positive or uncertain observation except these.
 _COMPATIBLE_WITH_NO_FINDING = {"No Finding", "Support Devices"}
 
@@ -129,14 +136,60 @@ class SparseAutoencoder(nn.Module):
         return f @ self.W_dec + self.b_dec
 
 
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def read_feature_dictionary(path: Union[str, os.PathLike]) -> Any:
+    """Parse a `feature_dictionary.json` from a model folder or repo: size-capped, UTF-8, JSON; errors name the file."""
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise ValueError(f"{source}: not a regular file")
+    size = os.path.getsize(source)
+    if size > MAX_DICTIONARY_BYTES:
+        raise ValueError(f"{source}: {size} bytes is over the feature dictionary limit of {MAX_DICTIONARY_BYTES}")
+    with open(source, "rb") as f:
+        raw = f.read(MAX_DICTIONARY_BYTES + 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{source}: not UTF-8 text (byte {err.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{source}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
 def validate_feature_dictionary(data: Any, d_sae: int, source: str = "feature dictionary") -> dict:
-    """Check a feature dictionary against the schema; return it with features sorted by id."""
+    """Check a feature dictionary against the schema and the bounds on what a repo may hand the composer (lengths,
+    nesting, no control characters); return it with features sorted by id."""
 
     def fail(where: str, problem: str):
         raise ValueError(f"{source}: {where} {problem}")
 
+    def text(where: str, value: Any, limit: int, nullable: bool = False) -> None:
+        if value is None and nullable:
+            return
+        if not isinstance(value, str):
+            fail(where, "must be a string" + (" or null" if nullable else ""))
+        if len(value) > limit:
+            fail(where, f"is {len(value)} characters; the limit is {limit}")
+        if _CONTROL.search(value):
+            fail(where, "holds control characters (plain text only)")
+
     if not isinstance(data, dict):
         fail("top level", f"must be a JSON object; got {type(data).__name__}")
+    if _depth(data) > MAX_JSON_DEPTH:
+        fail("top level", f"is nested deeper than {MAX_JSON_DEPTH} levels")
     if data.get("schema_version") != FEATURE_DICTIONARY_SCHEMA_VERSION:
         fail("schema_version", f"must be {FEATURE_DICTIONARY_SCHEMA_VERSION}; got {data.get('schema_version')!r}")
     features = data.get("features")
@@ -153,30 +206,31 @@ def validate_feature_dictionary(data: Any, d_sae: int, source: str = "feature di
         if fid in seen:
             fail(f"{where}.id", f"repeats feature {fid}")
         seen.add(fid)
-        if not isinstance(feature.get("description"), str):
-            fail(f"{where}.description", "must be a string")
+        text(f"{where}.description", feature.get("description"), MAX_DESCRIPTION_CHARS)
         if feature.get("section") not in SECTIONS:
             fail(f"{where}.section", f"must be one of {SECTIONS}; got {feature.get('section')!r}")
         findings = feature.get("findings", [])
         if not isinstance(findings, list):
             fail(f"{where}.findings", "must be a list")
         for j, finding in enumerate(findings):
-            if not isinstance(finding, dict) or not isinstance(finding.get("label"), str):
-                fail(f"{where}.findings[{j}].label", "must be a string")
+            if not isinstance(finding, dict):
+                fail(f"{where}.findings[{j}]", "must be an object")
+            text(f"{where}.findings[{j}].label", finding.get("label"), MAX_ID_CHARS)
             if finding.get("status") not in FINDING_STATUSES:
                 got = finding.get("status")
                 fail(f"{where}.findings[{j}].status", f"must be one of {FINDING_STATUSES}; got {got!r}")
             for key in ("laterality", "severity"):
-                if finding.get(key) is not None and not isinstance(finding[key], str):
-                    fail(f"{where}.findings[{j}].{key}", "must be a string or null")
+                text(f"{where}.findings[{j}].{key}", finding.get(key), MAX_ID_CHARS, nullable=True)
         for key in ("score", "frequency"):
             value = feature.get(key)
             is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if value is not None and (not is_number or math.isnan(value)):
                 fail(f"{where}.{key}", f"must be a number or null; got {value!r}")
         exemplars = feature.get("exemplars", [])
-        if not isinstance(exemplars, list) or not all(isinstance(e, str) for e in exemplars):
+        if not isinstance(exemplars, list):
             fail(f"{where}.exemplars", "must be a list of strings")
+        for j, exemplar in enumerate(exemplars):
+            text(f"{where}.exemplars[{j}]", exemplar, MAX_ID_CHARS)
     return {**data, "features": sorted(features, key=lambda f: f["id"])}
 
 
@@ -211,7 +265,9 @@ def _contradicts(new: list, kept: list) -> bool:
 
 
 def _findings_key(findings: list) -> tuple:
-    return tuple(sorted((f["label"], f["status"], f.get("laterality"), f.get("severity")) for f in findings))
+    # null sorts as "": a dictionary may give one label null and "left" sides
+    return tuple(sorted((f["label"], f["status"], f.get("laterality") or "", f.get("severity") or "")
+                        for f in findings))
 
 
 def compose_report(
@@ -308,20 +364,125 @@ def pool_backbone_output(outputs, pooling: str, vision_config) -> torch.Tensor:
     return mean if pooling == "mean" else torch.cat([cls, mean], dim=-1)
 
 
+# The bounds saerad's image loader applies to files, applied here to what a Hub user hands the processor.
+MAX_PIXELS = 100_000_000  # decompression-bomb limit: well above a 4k x 4k radiograph, far below a bomb
+MIN_SIZE = 32  # smaller than this is no radiograph (and breaks patching at 14-16 px)
+MAX_ASPECT = 10  # a radiograph is at most ~1:3; beyond 1:10 the shortest-edge resize blows a tiny image up
+
+
+def check_image_size(width: int, height: int, name: str = "image", max_pixels: int = MAX_PIXELS,
+                     min_size: int = MIN_SIZE) -> None:
+    """Refuse an image by its size: too many pixels, too small, or too elongated to be a radiograph."""
+    if width * height > max_pixels:
+        raise ValueError(f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)")
+    if min(width, height) < min_size:
+        raise ValueError(f"{name}: {width}x{height} pixels is smaller than the minimum {min_size}x{min_size}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ValueError(f"{name}: {width}x{height} pixels is more elongated than 1:{MAX_ASPECT}; not a radiograph")
+
+
+def stretch_to_uint8(pixels) -> "Any":
+    """Any numeric pixel array stretched to 0-255 over its own range (a flat image becomes black)."""
+    import numpy as np
+
+    pixels = np.asarray(pixels).astype(np.float32)  # float64 would double the peak memory of a large image
+    lo, hi = float(pixels.min()), float(pixels.max())
+    if hi <= lo:
+        return np.zeros(pixels.shape, dtype=np.uint8)
+    return np.round((pixels - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _checked_image(image: Any, name: str) -> Any:
+    """`image` after the size checks; a 16-bit, 32-bit or float PIL image or integer array stretched to 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        check_image_size(*image.size, name)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # BiT's RGB conversion would clip them to white
+            return Image.fromarray(stretch_to_uint8(image))
+        return image
+    shape = tuple(image.shape) if hasattr(image, "shape") else ()
+    if len(shape) == 2:
+        height, width = shape
+    elif len(shape) == 3:
+        channels_first = shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
+        height, width = shape[1:] if channels_first else shape[:2]
+    else:
+        raise ValueError(f"{name}: expected a PIL image or an (H, W) / (H, W, C) / (C, H, W) array; got shape {shape}")
+    check_image_size(int(width), int(height), name)
+    if isinstance(image, np.ndarray) and image.dtype.kind in "iu" and image.dtype.itemsize > 1:
+        return stretch_to_uint8(image)
+    return image
+
+
+class SAERadImageProcessor(BitImageProcessorPil):
+    """The backbone's resize, centre crop and normalisation (BiT's, as RAD-DINO's), after refusing what no radiograph
+    is (more than 10^8 pixels, under 32 px a side, more elongated than 1:10) and stretching 16-bit, 32-bit and float
+    images to 8 bits over their own range, as saerad's image loader does for files."""
+
+    def preprocess(self, images, *args, **kwargs):
+        listed = images if isinstance(images, (list, tuple)) else [images]
+        checked = [_checked_image(im, f"image {i}") for i, im in enumerate(listed)]
+        return super().preprocess(checked if isinstance(images, (list, tuple)) else checked[0], *args, **kwargs)
+
+
+def as_checked_processor(processor):
+    """A BiT image processor (RAD-DINO's, saerad's backbones') as an SAERadImageProcessor with the same settings;
+    any other processor as it is."""
+    if type(processor).__name__ not in ("BitImageProcessor", "BitImageProcessorPil", "BitImageProcessorFast"):
+        return processor
+    settings = {k: v for k, v in processor.to_dict().items() if k not in ("image_processor_type", "auto_map")}
+    return SAERadImageProcessor(**settings)
+
+
 def default_image_processor(vision_config):
-    """An image processor for a backbone config: resize and centre-crop to its image size, grayscale to RGB."""
+    """An image processor for a backbone config: resize and centre-crop to its image size, grayscale to RGB (a plain
+    BiT processor; an SAE-Rad model folder saves it as an SAERadImageProcessor)."""
     from transformers.utils import is_torchvision_available
 
     if is_torchvision_available():
         from transformers import BitImageProcessor as processor_class
     else:
-        from transformers import BitImageProcessorPil as processor_class
+        processor_class = BitImageProcessorPil
     size = getattr(vision_config, "image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size
     return processor_class(
         do_resize=True, size={"shortest_edge": size}, do_center_crop=True, crop_size={"height": size, "width": size},
         do_convert_rgb=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
     )
+
+
+WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
+def _refuse_pickled_weights(name_or_path: Union[str, os.PathLike], hub_kwargs: dict) -> None:
+    """Refuse, before transformers opens anything, a weight index naming a non-safetensors file, and a folder that
+    holds pickled weights but no safetensors (transformers would call torch.load on them)."""
+    source = os.fspath(name_or_path)
+    subfolder = hub_kwargs.get("subfolder") or ""
+    folder = os.path.join(source, subfolder)
+    if os.path.isdir(folder):
+        names = set(os.listdir(folder))
+        pickled = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")))
+        if pickled and not any(n.endswith(".safetensors") for n in names):
+            raise ValueError(f"{source}: holds only pickled weights ({', '.join(pickled)}); SAE-Rad loads "
+                             "safetensors only and never unpickles")
+    index = cached_file(source, WEIGHTS_INDEX, _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False, **hub_kwargs)
+    if index is None:
+        return
+    try:
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map", {})
+        files = set(weight_map.values())
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"{source}: {WEIGHTS_INDEX} is not a valid weight index") from None
+    bad = sorted(str(name) for name in files if not str(name).endswith(".safetensors") or "/" in str(name)
+                 or "\\" in str(name) or str(name).startswith("."))
+    if bad:
+        raise ValueError(f"{source}: {WEIGHTS_INDEX} names weights that are not safetensors files in the folder "
+                         f"({', '.join(bad[:3])}); SAE-Rad loads safetensors only")
 
 
 class SAERadPreTrainedModel(PreTrainedModel):
@@ -376,11 +537,7 @@ class SAERadModel(SAERadPreTrainedModel):
         source = "feature dictionary"
         if not isinstance(data_or_path, dict):
             source = str(data_or_path)
-            try:
-                with open(data_or_path, encoding="utf-8") as f:
-                    data_or_path = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{source}: not valid JSON ({err})") from None
+            data_or_path = read_feature_dictionary(data_or_path)
         self.feature_dictionary = validate_feature_dictionary(data_or_path, self.config.d_sae, source)
 
     @property
@@ -428,7 +585,8 @@ class SAERadModel(SAERadPreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
-        processor = self.image_processor or default_image_processor(self.config.vision_config)
+        processor = as_checked_processor(self.image_processor if self.image_processor is not None
+                                         else default_image_processor(self.config.vision_config))
         processor.save_pretrained(save_directory)
         if self.feature_dictionary is not None:
             fd, tmp = tempfile.mkstemp(dir=save_directory, suffix=".tmp")
@@ -444,7 +602,24 @@ class SAERadModel(SAERadPreTrainedModel):
         kwargs["use_safetensors"] = True
         hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "force_download", "proxies", "token", "revision",
                                              "local_files_only", "subfolder") if k in kwargs}
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        _refuse_pickled_weights(pretrained_model_name_or_path, hub_kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args,
+                                                  output_loading_info=True, **kwargs)
+        except RuntimeError as err:  # e.g. config.json's d_sae disagrees with the weights
+            if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
+                raise
+            lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+            raise ValueError(f"{pretrained_model_name_or_path}: the weights do not fit config.json "
+                             f"({lines[0] if lines else 'size mismatch; d_sae or the backbone differ'})") from None
+        # transformers re-initialises mismatched or missing weights with a warning: a model that would write reports
+        # from random weights is refused instead
+        mismatched = [str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys", [])]
+        if mismatched or info.get("missing_keys"):
+            keys = ", ".join(sorted(mismatched or info["missing_keys"])[:3])
+            raise ValueError(f"{pretrained_model_name_or_path}: the weights do not fit config.json "
+                             f"({'size mismatch' if mismatched else 'missing'}: {keys})")
         path = cached_file(
             pretrained_model_name_or_path, FEATURE_DICTIONARY_NAME, _raise_exceptions_for_missing_entries=False,
             _raise_exceptions_for_connection_errors=False, **hub_kwargs,
@@ -453,14 +628,16 @@ class SAERadModel(SAERadPreTrainedModel):
             model.load_feature_dictionary(path)
         else:
             logger.warning(f"{pretrained_model_name_or_path} has no {FEATURE_DICTIONARY_NAME}: generate() is disabled")
-        return model
+        return (model, info) if wants_info else model
 
 
 SAERadConfig.register_for_auto_class()
 SAERadModel.register_for_auto_class("AutoModel")
+SAERadImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "SAERadGenerateOutput",
+    "SAERadImageProcessor",
     "SAERadModel",
     "SAERadOutput",
     "SAERadPreTrainedModel",

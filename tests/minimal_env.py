@@ -62,19 +62,38 @@ for banned in ("saerad", "configuration_saerad", "modeling_saerad", "datasets", 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from PIL import Image
 folder, pixels_path = sys.argv[1], sys.argv[2]
+pixels = torch.load(pixels_path)
+# From here on every socket and every write is recorded (audit hooks see what any code does, remote code included).
+events, phase = [], ["load"]
+WRITES = ("w", "a", "x", "+")
+def audit(event, args):
+    if event == "open" and isinstance(args[0], int):
+        return  # os.fdopen of a descriptor whose opening was recorded
+    if event.startswith("socket.") and event != "socket.gethostname":
+        events.append([phase[0], event, str(args[:2])])
+    elif event == "open" and args[1] is not None and isinstance(args[1], str) and any(m in args[1] for m in WRITES):
+        events.append([phase[0], "write", str(args[0])])
+    elif event == "open" and isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+        events.append([phase[0], "write", str(args[0])])
+    elif event in ("os.rename", "os.remove", "os.mkdir", "os.rmdir", "shutil.rmtree", "os.symlink"):
+        events.append([phase[0], event, str(args[0])])
+import os
+sys.addaudithook(audit)
 config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
 model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
 processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-pixels = torch.load(pixels_path)
+phase[0] = "generate"
 out = model.generate(pixels, return_dict_in_generate=True)
 image = Image.new("L", (40, 50), 128)
+processed = list(processor(images=image, return_tensors="pt")["pixel_values"].shape)
 print(json.dumps({
+    "events": events,
     "config": config.to_dict(),
     "activations": out.feature_activations.tolist(),
     "reports": out.reports,
     "sentences": out.sentences,
-    "processed_shape": list(processor(images=image, return_tensors="pt")["pixel_values"].shape),
+    "processed_shape": processed,
 }))
 """
 

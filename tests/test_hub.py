@@ -58,7 +58,7 @@ def test_built_folder_round_trips_in_an_environment_without_saerad(built, tmp_pa
     from modeling_saerad import SAERadModel
 
     model = SAERadModel.from_pretrained(built).eval()
-    processor = AutoImageProcessor.from_pretrained(built)
+    processor = AutoImageProcessor.from_pretrained(built, trust_remote_code=True)
     image = Image.fromarray((np.random.default_rng(1).random((64, 64)) * 255).astype(np.uint8))
     pixels = processor(images=image, return_tensors="pt")["pixel_values"]
     remote = generate_without_saerad(built, pixels, tmp_path)

@@ -66,6 +66,15 @@ def test_fresh_process_without_saerad_gives_identical_activations_and_reports(mo
     assert remote["reports"] == out.reports and any(remote["reports"])
     assert remote["sentences"] == json.loads(json.dumps(out.sentences))
     assert remote["processed_shape"] == [1, 3, 32, 32]
+    # no socket at all; while loading, writes only to transformers' modules cache (how remote code is imported);
+    # while generating, none
+    events = remote["events"]
+    assert not [e for e in events if e[1].startswith("socket.")], events
+    assert not [e for e in events if e[0] == "generate"], events
+    cache = str(tmp_path / "hf" / "modules")
+    stray = [e for e in events if not (e[2].startswith(cache) or (e[1] == "os.mkdir" and cache.startswith(e[2])))]
+    assert not stray, stray
+    assert any(e[2].endswith("modeling_saerad.py") for e in events)  # the watch sees writes
 
 
 def test_model_without_dictionary_loads_and_says_so(tmp_path):
@@ -83,7 +92,7 @@ def test_pickled_weights_are_refused(model, tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     (tmp_path / "model.safetensors").unlink()
     torch.save(state, tmp_path / "pytorch_model.bin")
-    with pytest.raises(OSError):
+    with pytest.raises(ValueError, match=r"holds only pickled weights \(pytorch_model.bin\)"):
         SAERadModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="safetensors only"):
         SAERadModel.from_pretrained(tmp_path, use_safetensors=False)

@@ -13,7 +13,8 @@ from . import __version__
 # configuration_saerad.POOLINGS, spelled out so that parsing the command line does not import transformers
 POOLINGS = ("cls", "mean", "cls_mean", "max")
 # Mistakes a user can make (bad path, bad file, bad value): one line on stderr, exit 2.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+               ConnectionError)
 
 
 class UserError(Exception):
@@ -46,8 +47,12 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         return _report_unmapped(args.spec)
     if not args.out:
         raise UserError("--out is required (the folder to write the dataset to)")
-    dataset = load_spec(args.spec, require_findings=args.require_findings, frontal_only=not args.all_views)
-    save_dataset(dataset, args.out)
+    dataset = load_spec(args.spec, require_findings=args.require_findings, frontal_only=not args.all_views,
+                        strict=args.strict)
+    skipped = getattr(dataset, "skipped", {})
+    for reason, n in sorted(skipped.items()):
+        print(f"skipped {n} rows: {reason}", file=sys.stderr)
+    save_dataset(dataset, args.out, overwrite=args.overwrite, report={"spec": args.spec, "skipped": skipped})
     counts = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
     print(f"wrote {args.out}: {counts}")
     return 0
@@ -180,7 +185,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     folder = build(args.backbone, args.sae, args.dictionary, args.out, results=args.results,
                    min_feature_score=args.min_feature_score, max_report_features=args.max_report_features,
-                   min_activation=args.min_activation, title=args.title)
+                   min_activation=args.min_activation, title=args.title, overwrite=args.overwrite)
     print(f"model folder {folder}")
     return 0
 
@@ -205,6 +210,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(args.workdir, backbone=args.backbone, pooling=args.pooling)
     return 0
+
+
+def _writes(p: argparse.ArgumentParser, kind: str) -> None:
+    """Mark a command as writing a folder of `kind` (`--out`, or the demo's `--workdir`), checked by one rule."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into (or replace) a non-empty folder that saerad did not make as this kind of output")
+    p.set_defaults(out_kind=kind)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints in OUT/checkpoint")
     p.add_argument("--max-steps", type=int, help="stop early with a checkpoint (continue later with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT/checkpoint")
+    _writes(p, "backbone")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("embed", help="embed a dataset split with a frozen backbone (resumable shards)")
@@ -265,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=2048)
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
     p.add_argument("--limit", type=int)
+    _writes(p, "embeddings")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("train", help="train a sparse autoencoder on cached embeddings (Accelerate)")
@@ -289,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--log-with", help="Accelerate tracker (tensorboard, wandb, ...)")
     p.add_argument("--out", required=True)
+    _writes(p, "sae")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("interpret", help="describe each SAE feature from its exemplars' reports and score it")
@@ -303,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score-support", type=int, default=5,
                    help="held-out rows a feature must fire on (and be silent on) to be scored")
     p.add_argument("--out", required=True)
+    _writes(p, "interpret")
     p.set_defaults(func=cmd_interpret)
 
     p = sub.add_parser("evaluate", help="score SAE-Rad and baselines with CheXpert F1, BLEU, ROUGE-L, METEOR, CIDEr")
@@ -319,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--positive-only", action="store_true", help="count uncertain labels as negative")
     p.add_argument("--device", default="cpu")
+    _writes(p, "evaluation")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("build", help="assemble a model folder (backbone + SAE + dictionary + processor + card)")
@@ -331,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-activation", type=float)
     p.add_argument("--title")
     p.add_argument("--out", required=True)
+    _writes(p, "model")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("push", help="publish a model folder (and the Space) to the Hugging Face Hub")
@@ -345,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="where everything goes (default: the saerad cache)")
     p.add_argument("--backbone", help="backbone folder or hub id to embed with (default: the committed phantom one)")
     p.add_argument("--pooling", choices=POOLINGS, default="cls")
+    _writes(p, "demo")
     p.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="build datasets and phantom galleries").add_subparsers(
@@ -355,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-findings", action="store_true", help="drop studies without a FINDINGS section")
     p.add_argument("--all-views", action="store_true", help="keep lateral views (MIMIC-CXR)")
     p.add_argument("--report-unmapped", action="store_true", help="list IU MeSH tags the phantom mapping lacks")
+    p.add_argument("--strict", action="store_true", help="make any skipped row (unreadable image, missing file) an "
+                                                         "error instead of a count in the manifest")
+    _writes(p, "dataset")
     p.set_defaults(func=cmd_data_build)
     p = data.add_parser("gallery", help="one phantom tile per finding, for the README")
     p.add_argument("--out", required=True, help="PNG file to write")
@@ -369,6 +391,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what pretrain.json records as its command
     try:
+        out = getattr(args, "out", None) or getattr(args, "workdir", None)
+        if getattr(args, "out_kind", None) and out:
+            from .outputs import output_folder
+
+            output_folder(out, args.out_kind, args.overwrite)  # before any work: refuse, never delete, a user's folder
         return args.func(args) or 0
     except (UserError, *USER_ERRORS) as err:
         if args.debug:

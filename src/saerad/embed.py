@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .outputs import atomic_write
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -118,8 +119,11 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
         path = folder / _shard_name(index)
         if not path.exists():
             return False
-        with safe_open(str(path), "pt") as f:
-            return json.loads((f.metadata() or {}).get("saerad", "{}")).get("settings_key") == key
+        try:
+            with safe_open(str(path), "pt") as f:
+                return json.loads((f.metadata() or {}).get("saerad", "{}")).get("settings_key") == key
+        except Exception:  # a damaged shard (SafetensorError, bad metadata JSON) is embedded again
+            return False
 
     todo = [i for i in range(n_shards) if i % acc.num_processes == acc.process_index and not done(i)]
     if max_shards is not None:
@@ -141,7 +145,7 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
         tmp = path.with_name(path.name + ".tmp")
         save_file({"embeddings": torch.cat(chunks).to(DTYPES[dtype]).contiguous()}, str(tmp),
                   metadata={"saerad": json.dumps({"settings_key": key, "rows": [start, end]})})  # one key: stable bytes
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # safetensors writes the file itself; the rename makes it whole under its name
     bar.close()
     acc.wait_for_everyone()
     if acc.is_main_process and all(done(i) for i in range(n_shards)):
@@ -151,9 +155,7 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
             d = f.get_slice("embeddings").get_shape()[1]
         manifest = {**settings, "settings_key": key, "d": d, "ids": ids, "shards": shards, "complete": True,
                     "saerad_version": __version__}
-        tmp = manifest_path.with_name(MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, manifest_path)
+        atomic_write(manifest_path, json.dumps(manifest, indent=1))
     acc.wait_for_everyone()
     return folder
 
@@ -176,8 +178,20 @@ def read_manifest(path: Union[str, Path]) -> Optional[dict]:
     return json.loads(manifest.read_text()) if manifest.exists() else None
 
 
-def load_embeddings(path: Union[str, Path], verify: bool = False) -> tuple[torch.Tensor, list[str]]:
-    """`(n, d)` embeddings and their ids from a cache folder, a `.npy` file or a one-tensor `.safetensors` file."""
+def _read_tensors(file: Path) -> dict:
+    """`load_file`, with a damaged or truncated file refused in one line naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{file}: not a readable safetensors file ({first})") from None
+
+
+def load_embeddings(path: Union[str, Path], verify: bool = True) -> tuple[torch.Tensor, list[str]]:
+    """`(n, d)` embeddings and their ids from a cache folder (each shard checked against the manifest's sha256
+    unless `verify` is off), a `.npy` file or a one-tensor `.safetensors` file."""
     path = Path(path)
     if path.is_dir():
         manifest = read_manifest(path)
@@ -186,9 +200,12 @@ def load_embeddings(path: Union[str, Path], verify: bool = False) -> tuple[torch
         parts = []
         for shard in manifest["shards"]:
             file = path / shard["file"]
+            if not file.is_file():
+                raise FileNotFoundError(f"{file}: shard listed in the manifest is missing; run `saerad embed` again")
             if verify and _sha256(file) != shard["sha256"]:
-                raise ValueError(f"{file}: checksum does not match the manifest")
-            parts.append(load_file(str(file))["embeddings"])
+                raise ValueError(f"{file}: checksum does not match the manifest (the shard was changed or damaged); "
+                                 "delete it and run `saerad embed` again")
+            parts.append(_read_tensors(file)["embeddings"])
         return torch.cat(parts), list(manifest["ids"])
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -198,7 +215,7 @@ def load_embeddings(path: Union[str, Path], verify: bool = False) -> tuple[torch
         array = np.load(path, allow_pickle=False)
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     elif path.suffix == ".safetensors":
-        tensors = load_file(str(path))
+        tensors = _read_tensors(path)
         if len(tensors) != 1:
             raise ValueError(f"{path}: expected one tensor, found {sorted(tensors)}")
         tensor = next(iter(tensors.values()))

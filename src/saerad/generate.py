@@ -15,7 +15,7 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
     """Load an SAE-Rad model folder or hub repo and its image processor (safetensors only)."""
     from transformers import AutoImageProcessor
 
-    from modeling_saerad import SAERadModel
+    from modeling_saerad import SAERadImageProcessor, SAERadModel
 
     if os.path.exists(path_or_id):
         if not os.path.isdir(path_or_id) or not os.path.isfile(os.path.join(path_or_id, "config.json")):
@@ -23,8 +23,18 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
     elif not REPO_ID.match(path_or_id):
         raise FileNotFoundError(f"{path_or_id}: no such model folder, and not a hub repo id (ORG/NAME)")
     try:
-        model = SAERadModel.from_pretrained(path_or_id).to(device).eval()
-        processor = AutoImageProcessor.from_pretrained(path_or_id)
+        try:
+            model = SAERadModel.from_pretrained(path_or_id).to(device).eval()
+        except ValueError as err:  # a bad config value or dictionary: say which model folder it came from
+            if path_or_id in str(err):
+                raise
+            first = str(err).splitlines()[0].strip('"') if str(err) else repr(err)
+            raise ValueError(f"{path_or_id}: {first}") from None
+        processor = AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False)
+    except ValueError as err:  # a processor saved by remote code: it is ours, load it without running the repo's
+        if "SAERadImageProcessor" not in str(err) and "trust_remote_code" not in str(err):
+            raise
+        processor = SAERadImageProcessor.from_pretrained(path_or_id)
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path_or_id}: cannot load the model ({first})") from None

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .outputs import output_folder, replace_folder
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
 SPACE_DIR = Path(__file__).resolve().parents[2] / "spaces"
 HEADLINE = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "meteor", "cider")
@@ -145,14 +147,16 @@ def backbone_pretraining(backbone: str) -> Optional[dict]:
 
 def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,
           min_feature_score: Optional[float] = None, max_report_features: Optional[int] = None,
-          min_activation: Optional[float] = None, title: Optional[str] = None) -> Path:
-    """Backbone + SAE + feature dictionary + processor -> a model folder that loads with AutoModel (remote code)."""
+          min_activation: Optional[float] = None, title: Optional[str] = None, overwrite: bool = False) -> Path:
+    """Backbone + SAE + feature dictionary + processor -> a model folder that loads with AutoModel (remote code);
+    an existing `out` is replaced only when saerad built it as a model folder (or `overwrite`)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
     from configuration_saerad import SAERadConfig
     from modeling_saerad import SAERadModel
 
+    target = output_folder(out, "model", overwrite)
     sae_path = Path(sae_dir)
     if not (sae_path / "sae_config.json").exists():
         raise FileNotFoundError(f"{sae_dir}: no sae_config.json; run `saerad train` first")
@@ -179,8 +183,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     model.sae.load_state_dict(load_file(str(sae_path / "sae.safetensors")))
     model.load_feature_dictionary(dictionary)
     model.image_processor = processor
-    target = Path(out)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None, prefix=".build-"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
     try:
         model.save_pretrained(tmp)
         training = sae_path / "training_metrics.json"
@@ -198,9 +202,7 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         }
         (tmp / "saerad_build.json").write_text(json.dumps(info, indent=1))
         render_card(str(tmp), json.loads(Path(results).read_text()) if results else None)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
+        replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

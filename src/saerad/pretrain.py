@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import shutil
+import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .outputs import atomic_write, recover_folder
 
 OBJECTIVES = {
     "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
@@ -466,17 +470,14 @@ def stream_id(seed: int, start: int = 0, process: int = 0) -> Union[int, str]:
 
 def _load_checkpoint(folder: Path, model: nn.Module, optimizer, generator: torch.Generator, meta: dict) -> dict:
     """Restore weights, AdamW moments and the mask generator from `folder`; return its state.json."""
-    from safetensors.torch import load_file
+    from .sae.trainer import check_settings, load_training_state, read_checkpoint
 
-    from .sae.trainer import check_settings, load_training_state
-
-    saved = json.loads((folder / "state.json").read_text())
+    saved, tensors = read_checkpoint(folder)
     run = ("dataset", "init", "lora")
     # a setting added after the checkpoint was written takes its default
     check_settings(folder, {**asdict(PretrainConfig()), **saved["config"], **{k: saved.get(k) for k in run}},
                    {**meta["config"], **{k: meta[k] for k in run}},
                    free=("checkpoint_every", "max_steps", "num_workers", "mixed_precision"))
-    tensors = load_file(str(folder / "state.safetensors"))
     load_training_state(model, optimizer, tensors, saved["adam_steps"])
     generator.set_state(tensors["mask_generator"])
     return {**saved, "tensors": tensors}
@@ -495,6 +496,7 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
         raise ValueError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
     folder = Path(out)
     checkpoint = folder / "checkpoint"
+    recover_folder(checkpoint, "state.json")
     interrupted = (checkpoint / "state.json").exists()
     if interrupted and not resume:
         raise ValueError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
@@ -605,10 +607,16 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     }
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
-        backbone.save_pretrained(folder)
-        processor.save_pretrained(folder)
-        (folder / "pretrain.json").write_text(json.dumps(summary, indent=1))
-        (folder / "README.md").write_text(_card(summary))
+        staged = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
+        try:  # saved aside, then moved in, pretrain.json last: no weight file is ever half-written under its name
+            backbone.save_pretrained(staged)
+            processor.save_pretrained(staged)
+            (staged / "README.md").write_text(_card(summary))
+            for path in sorted(staged.iterdir()):
+                os.replace(path, folder / path.name)
+            atomic_write(folder / "pretrain.json", json.dumps(summary, indent=1))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
         shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: the folder is a plain backbone again
     accelerator.wait_for_everyone()
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Any, Optional
 
 import numpy as np
@@ -35,6 +36,11 @@ def overlay(image: Any, saliency: np.ndarray) -> Any:
     gray = np.asarray(image.convert("L").resize(saliency.shape[::-1]), dtype=np.float32) / 255
     rgb = np.stack([np.clip(gray + saliency, 0, 1), gray * (1 - 0.5 * saliency), gray * (1 - 0.5 * saliency)], -1)
     return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+def plain_markdown(text: str) -> str:
+    """A repo's text shown as itself in Markdown: HTML escaped, Markdown's markup characters backslashed."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|>~])", r"\\\1", html.escape(str(text), quote=False))
 
 
 def report_html(result: dict, features: dict) -> str:
@@ -93,8 +99,8 @@ def build_report_tab(model: Any, processor: Any) -> None:
             if feature_id is None or held is None:
                 return "", None
             f = features[int(feature_id)]
-            exemplars = ", ".join(f["exemplars"][:MAX_EXEMPLARS]) or "none"
-            text = (f"**Feature #{f['id']}** ({f['section']}): {f['description']}\n\n"
+            exemplars = ", ".join(plain_markdown(e) for e in f["exemplars"][:MAX_EXEMPLARS]) or "none"
+            text = (f"**Feature #{f['id']}** ({f['section']}): {plain_markdown(f['description'])}\n\n"
                     f"Interpretability AUROC: {f.get('score') if f.get('score') is not None else 'n/a'}; "
                     f"fires on {100 * (f.get('frequency') or 0):.1f}% of training images.\n\n"
                     f"Top training exemplars: {exemplars}")

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
@@ -77,7 +78,7 @@ def _find(root: Path, names: Iterable[str]) -> Optional[Path]:
     return None
 
 
-def load_mimic_cxr(path: str, frontal_only: bool = True, require_findings: bool = False):
+def load_mimic_cxr(path: str, frontal_only: bool = True, require_findings: bool = False, strict: bool = False):
     """MIMIC-CXR-JPG: official splits, frontal views, one image per study preferring PA."""
     root = Path(path)
     if not root.is_dir():
@@ -114,9 +115,13 @@ def load_mimic_cxr(path: str, frontal_only: bool = True, require_findings: bool 
         })
     if missing:
         logger.warning("mimic-cxr: %d studies skipped for a missing image or report", missing)
+    if strict and missing:
+        raise ValueError(f"{path}: {missing} studies have no image or report; build without --strict to skip them")
     from datasets import Value
 
-    return _to_dataset_dict(rows, {"subject_id": Value("string")})
+    dataset = _to_dataset_dict(rows, {"subject_id": Value("string")})
+    dataset.skipped = {"missing image or report": missing} if missing else {}
+    return dataset
 
 
 def load_iu_xray(path: Optional[str] = None, require_findings: bool = False):
@@ -193,34 +198,100 @@ def load_iu_phantom(reports: Optional[str] = None, size: int = 256):
     return dataset
 
 
-def load_imagefolder(path: str, require_findings: bool = False):
-    """Images plus `metadata.jsonl` (`file_name` and `report` or `findings`; optional `split`, `id`, ...)."""
+IMAGEFOLDER_TEXT_FIELDS = ("report", "findings", "impression", "indication", "split", "view")
+
+
+def probe_image(path: Path) -> Optional[str]:
+    """Why an image file cannot be a radiograph, read from its header alone (None when it looks readable)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .images import DICOM_SUFFIXES, check_size
+
+    if not path.is_file():
+        return "not a regular file"
+    if path.stat().st_size == 0:
+        return "empty file"
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if head[128:132] == b"DICM" or path.name.lower().endswith(DICOM_SUFFIXES):
+        return None  # DICOM headers are checked when the image is decoded (the loader refuses in one line)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_size(*image.size, str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        return "not an image"
+    except Image.DecompressionBombError:
+        return "too many pixels"
+    except ValueError:
+        return "size out of bounds"
+    return None
+
+
+def _skips_line(skipped: dict) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+
+
+def load_imagefolder(path: str, require_findings: bool = False, strict: bool = False):
+    """Images plus `metadata.jsonl` (`file_name` and `report` or `findings`; optional `split`, `id`, ...). Rows whose
+    image cannot be read are skipped and counted by reason in the result's `skipped` (with `strict`, an error)."""
     root = Path(path)
     files = sorted(root.rglob("metadata.jsonl")) if root.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{path}: no metadata.jsonl found (imagefolder:PATH needs one)")
+    inside = root.resolve()
     rows: dict = defaultdict(list)
+    seen: dict = {}  # id -> where it was first given
+    skipped: dict = defaultdict(int)
+    examples: dict = {}
     for meta in files:
         folder_split = meta.parent.name if meta.parent != root and meta.parent.name in SPLITS else None
-        for n, line in enumerate(meta.read_text().splitlines(), 1):
+        try:
+            text = meta.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{meta}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:
                 raise ValueError(f"{meta}:{n}: not valid JSON ({err})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{meta}:{n}: each line must be a JSON object; got {type(record).__name__}")
             if "file_name" not in record or not ({"report", "findings"} & set(record)):
                 raise ValueError(f"{meta}:{n}: needs 'file_name' and a 'report' or 'findings' field")
+            for field in ("file_name", *IMAGEFOLDER_TEXT_FIELDS):
+                if record.get(field) is not None and not isinstance(record[field], str):
+                    raise ValueError(f"{meta}:{n}: '{field}' must be a string; got {type(record[field]).__name__}")
+            for field in ("id", "study_id"):
+                value = record.get(field)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+                    raise ValueError(f"{meta}:{n}: '{field}' must be a string or an integer; got "
+                                     f"{type(value).__name__}")
+            image = (meta.parent / record["file_name"]).resolve()
+            if os.path.isabs(record["file_name"]) or not image.is_relative_to(inside):
+                raise ValueError(f"{meta}:{n}: file_name {record['file_name']!r} is outside the dataset folder "
+                                 f"{root}; give a path relative to the metadata file")
             sections = parse_sections(record["report"]) if record.get("report") else {}
             findings = record.get("findings") or sections.get("findings")
             if record.get("report") and not (sections.get("findings") or sections.get("impression")):
                 findings = findings or " ".join(record["report"].split())  # no headers: the text is the findings
+            rid = str(record.get("id") if record.get("id") is not None else Path(record["file_name"]).stem)
+            if rid in seen:
+                raise ValueError(f"{meta}:{n}: id {rid!r} repeats {seen[rid]}; ids must be unique")
+            seen[rid] = f"{meta.name}:{n}"
             if require_findings and not findings:
+                skipped["without findings"] += 1
                 continue
-            image = meta.parent / record["file_name"]
             if not image.exists():
                 raise FileNotFoundError(f"{meta}:{n}: image {record['file_name']} not found")
-            rid = str(record.get("id") or Path(record["file_name"]).stem)
+            problem = probe_image(image)
+            if problem:
+                skipped[problem] += 1
+                examples.setdefault(problem, f"{meta.name}:{n} {record['file_name']}")
+                continue
             split = record.get("split") or folder_split or "train"
             if split not in SPLITS:
                 raise ValueError(f"{meta}:{n}: split must be one of {SPLITS}; got {split!r}")
@@ -230,20 +301,28 @@ def load_imagefolder(path: str, require_findings: bool = False):
                 "indication": record.get("indication") or sections.get("indication"),
                 "study_id": str(record.get("study_id") or rid), "view": record.get("view"),
             })
-    return _to_dataset_dict(rows)
+    unreadable = {k: v for k, v in skipped.items() if k != "without findings"}
+    if strict and unreadable:
+        first = "; ".join(f"{reason}: {where}" for reason, where in sorted(examples.items()))
+        raise ValueError(f"{path}: skipped rows ({_skips_line(unreadable)}; first: {first}); fix or remove them, "
+                         "or build without --strict")
+    dataset = _to_dataset_dict(rows)
+    dataset.skipped = dict(skipped)
+    return dataset
 
 
-def load_spec(spec: str, require_findings: bool = False, frontal_only: bool = True):
-    """Resolve a dataset spec string to a `DatasetDict`."""
+def load_spec(spec: str, require_findings: bool = False, frontal_only: bool = True, strict: bool = False):
+    """Resolve a dataset spec string to a `DatasetDict` (its `skipped` attribute counts the rows left out, by
+    reason, where the adapter reports them; `strict` makes an unreadable row an error)."""
     kind, _, path = spec.partition(":")
     if kind == "mimic-cxr" and path:
-        return load_mimic_cxr(path, frontal_only=frontal_only, require_findings=require_findings)
+        return load_mimic_cxr(path, frontal_only=frontal_only, require_findings=require_findings, strict=strict)
     if kind == "iu-xray":
         return load_iu_xray(path or None, require_findings=require_findings)
     if kind == "iu-phantom":
         return load_iu_phantom(path or None)
     if kind == "imagefolder" and path:
-        return load_imagefolder(path, require_findings=require_findings)
+        return load_imagefolder(path, require_findings=require_findings, strict=strict)
     if os.path.isdir(spec) and ({"dataset_dict.json", "state.json"} & set(os.listdir(spec))):
         from datasets import Dataset, DatasetDict, load_from_disk
 
@@ -260,16 +339,28 @@ def load_split(spec: str, split: str, **options):
     return dataset[split]
 
 
-def _save_atomically(dataset, folder: Path) -> None:
+def _save_atomically(dataset, folder: Path, report: Optional[dict] = None) -> None:
     import shutil
+    import tempfile
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    from ..outputs import MARKERS, atomic_write, replace_folder
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        dataset.save_to_disk(str(tmp))
+        splits = {name: len(split) for name, split in dataset.items()} if hasattr(dataset, "items") else {}
+        atomic_write(tmp / MARKERS["dataset"], json.dumps({"splits": splits, **(report or {})}, indent=1))
+        replace_folder(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_dataset(dataset, out: str) -> None:
-    """`save_to_disk` into `out` via a temporary folder, so nothing half-written is left on failure."""
-    _save_atomically(dataset, Path(out))
+def save_dataset(dataset, out: str, overwrite: bool = False, report: Optional[dict] = None) -> Path:
+    """`save_to_disk` into `out` via a temporary folder, so nothing half-written is left on failure; an existing
+    `out` is replaced only when saerad built it as a dataset (or `overwrite`); `report` goes into its manifest."""
+    from ..outputs import output_folder
+
+    folder = output_folder(out, "dataset", overwrite)
+    _save_atomically(dataset, folder, report)
+    return folder

@@ -4,50 +4,51 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
+from modeling_saerad import MAX_ASPECT, MAX_PIXELS, MIN_SIZE  # noqa: F401  (the remote code's bounds, shared)
+from modeling_saerad import check_image_size as check_size
+from modeling_saerad import stretch_to_uint8 as to_uint8
 
-MAX_PIXELS = 100_000_000  # decompression-bomb limit: well above a 4k x 4k radiograph, far below a bomb
-MIN_SIZE = 32  # smaller than this is no radiograph (and breaks patching at 14-16 px)
+ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
+MAX_FILE_BYTES = 1 << 30  # a compressed radiograph is 1-50 MB; an uncompressed 4k x 4k 16-bit DICOM 32 MB
 DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def _bounded(data: bytes, name: str) -> bytes:
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"{name}: over the image file limit of {MAX_FILE_BYTES} bytes")
+    return data
 
 
 def _read(source: ImageSource) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray)):
-        return bytes(source), "<bytes>"
+        return _bounded(bytes(source), "<bytes>"), "<bytes>"
     if hasattr(source, "read"):
-        return source.read(), getattr(source, "name", "<stream>")
+        name = getattr(source, "name", "<stream>")
+        return _bounded(source.read(MAX_FILE_BYTES + 1), name), name
     name = os.fspath(source)
     if os.path.isdir(name):
         raise ValueError(f"{name}: is a folder, not an image file")
     if not os.path.exists(name):
         raise FileNotFoundError(f"{name}: no such file")
+    if not stat.S_ISREG(os.stat(name).st_mode):  # a FIFO would block forever, /dev/zero never ends
+        raise ValueError(f"{name}: not a regular file")
     with open(name, "rb") as f:
-        return f.read(), name
+        return _bounded(f.read(MAX_FILE_BYTES + 1), name), name
 
 
-def to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Stretch any numeric pixel array to 0-255 over its own range (a flat image becomes black)."""
-    pixels = pixels.astype(np.float64)
-    lo, hi = float(pixels.min()), float(pixels.max())
-    if hi <= lo:
-        return np.zeros(pixels.shape, dtype=np.uint8)
-    return np.round((pixels - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+def _one_line(err: Exception) -> str:
+    # decoder errors list what to install over several lines; the CLI prints one
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
 
 
-def _check_size(width: int, height: int, name: str, max_pixels: int, min_size: int) -> None:
-    if width * height > max_pixels:
-        raise ValueError(f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)")
-    if min(width, height) < min_size:
-        raise ValueError(f"{name}: {width}x{height} pixels is smaller than the minimum {min_size}x{min_size}")
-
-
-def _load_dicom(data: bytes, name: str) -> np.ndarray:
+def _load_dicom(data: bytes, name: str, max_pixels: int = MAX_PIXELS, min_size: int = MIN_SIZE) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -55,13 +56,24 @@ def _load_dicom(data: bytes, name: str) -> np.ndarray:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, EOFError, OSError, ValueError) as err:
-        raise ValueError(f"{name}: not a readable DICOM file ({err})") from None
+        raise ValueError(f"{name}: not a readable DICOM file ({_one_line(err)})") from None
     if "PixelData" not in ds:
         raise ValueError(f"{name}: DICOM file has no pixel data")
+    try:  # the header bounds what decoding will allocate, before any pixel is decoded
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise ValueError(f"{name}: DICOM header lacks a usable size ({_one_line(err)})") from None
+    check_size(columns, rows, name, max_pixels, min_size)
+    if frames < 1 or samples not in (1, 3, 4) or bits not in (1, 8, 16, 32, 64):
+        raise ValueError(f"{name}: DICOM header is implausible ({frames} frames, {samples} samples, {bits} bits)")
+    if rows * columns * frames * samples * max(bits, 8) // 8 > 4 * max_pixels:
+        raise ValueError(f"{name}: {frames} frames of {columns}x{rows} pixels exceed the decoding limit")
     try:
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for truncated or unsupported pixel data
-        raise ValueError(f"{name}: cannot decode the DICOM pixel data ({err})") from None
+        raise ValueError(f"{name}: cannot decode the DICOM pixel data ({_one_line(err)})") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
@@ -100,8 +112,8 @@ def load_image(
         raise ValueError(f"{name}: file is empty")
     is_dicom = data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
     if is_dicom:
-        pixels = _load_dicom(data, name)
-        _check_size(pixels.shape[1], pixels.shape[0], name, max_pixels, min_size)
+        pixels = _load_dicom(data, name, max_pixels, min_size)
+        check_size(pixels.shape[1], pixels.shape[0], name, max_pixels, min_size)
         return Image.fromarray(pixels, mode="L")
     try:
         with warnings.catch_warnings():
@@ -111,7 +123,7 @@ def load_image(
         raise ValueError(f"{name}: {err}") from None
     except (OSError, SyntaxError, ValueError):
         raise ValueError(f"{name}: not an image (PNG, JPEG or DICOM expected)") from None
-    _check_size(*image.size, name, max_pixels, min_size)
+    check_size(*image.size, name, max_pixels, min_size)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as err:

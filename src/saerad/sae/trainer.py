@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
+from ..outputs import atomic_save_tensors, atomic_write, recover_folder, replace_folder
 from .architectures import SAE, make_sae
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ class Trainer:
         # Inputs scaled so that E||x|| = sqrt(d_in); the scale is folded into the exported weights.
         self.scale = float(math.sqrt(d_in) / x.norm(dim=1).mean().clamp_min(1e-12))
         self.x = x * self.scale
+        self.fingerprint = hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()  # resume refuses others
         self.n = n
         world = self.acc.num_processes
         self.batch = min(config.batch_size, n if n < world else n - n % world)
@@ -236,7 +239,8 @@ class Trainer:
         tensors, adam_steps = training_state(self.sae, self.optimizer)
         tensors["since_fired"] = self.since_fired.clone()
         meta = {"format_version": FORMAT_VERSION, "step": self.step, "coef": self.coef, "l0_ema": self.l0_ema,
-                "adam_steps": adam_steps, "config": asdict(self.cfg), "scale": self.scale}
+                "adam_steps": adam_steps, "config": asdict(self.cfg), "scale": self.scale,
+                "embeddings_sha256": self.fingerprint}
         return tensors, meta
 
     def _save_checkpoint(self) -> None:
@@ -246,15 +250,18 @@ class Trainer:
     def resume(self) -> bool:
         """Load the checkpoint in `out/checkpoint` if there is one; True when something was loaded."""
         folder = self.out / "checkpoint"
-        if not (folder / "state.json").exists():
+        found = read_checkpoint(folder)
+        if found is None:
             return False
-        meta = json.loads((folder / "state.json").read_text())
+        meta, tensors = found
+        if meta.get("embeddings_sha256", self.fingerprint) != self.fingerprint:
+            raise ValueError(f"{folder}: checkpoint was trained on other embeddings than these; resume with the "
+                             "embeddings it was made with, or choose a new --out")
         # A setting added after the checkpoint was written takes its default; before magnitude_lr_scale existed,
         # gate_lr_scale also scaled the magnitude path.
         written = {"magnitude_lr_scale": meta["config"].get("gate_lr_scale", 1.0), **meta["config"]}
         check_settings(folder, {**asdict(TrainConfig()), **written}, asdict(self.cfg),
                        free=("max_steps", "checkpoint_every"))
-        tensors = load_file(str(folder / "state.safetensors"))
         load_training_state(self.sae, self.optimizer, tensors, meta["adam_steps"])
         self.since_fired = tensors["since_fired"]
         self.step, self.coef, self.l0_ema = meta["step"], meta["coef"], meta["l0_ema"]
@@ -306,10 +313,10 @@ class Trainer:
                 "k": self.sae.k, "input_scale": 1.0, "training_input_scale": self.scale,
                 "train_config": asdict(self.cfg), "num_processes": self.acc.num_processes, **self.meta,
             }
-            _atomic_save(self.sae.export(self.scale), self.out / "sae.safetensors")
-            _atomic_save({k: v.float().contiguous() for k, v in stats.items()}, self.out / "feature_stats.safetensors")
-            _atomic_text(json.dumps(config, indent=2), self.out / "sae_config.json")
-            _atomic_text(json.dumps(metrics, indent=2), self.out / "training_metrics.json")
+            atomic_save_tensors(self.sae.export(self.scale), self.out / "sae.safetensors")
+            atomic_save_tensors({k: v.float() for k, v in stats.items()}, self.out / "feature_stats.safetensors")
+            atomic_write(self.out / "sae_config.json", json.dumps(config, indent=2))
+            atomic_write(self.out / "training_metrics.json", json.dumps(metrics, indent=2))
             if metrics.get("target_l0_reached") is False:
                 logger.warning(
                     f"mean L0 {metrics['l0']:.1f} did not settle within {L0_TOLERANCE:.0%} of --target-l0 "
@@ -348,17 +355,28 @@ def load_training_state(model: torch.nn.Module, optimizer, tensors: dict, adam_s
 
 
 def write_checkpoint(folder: Path, tensors: dict, meta: dict) -> None:
-    """Replace `folder` with `state.safetensors` + `state.json`; an interruption leaves the previous one whole."""
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    """Replace `folder` with `state.safetensors` + `state.json`; an interruption leaves the previous one whole
+    (`read_checkpoint` puts it back after a kill between the renames)."""
+    tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    atomic_write(tmp / "state.json", json.dumps(meta, indent=1))  # written last: its presence means complete
+    replace_folder(tmp, folder)
+
+
+def read_checkpoint(folder: Path) -> Optional[tuple[dict, dict]]:
+    """(state.json, tensors) of a checkpoint folder, recovered after a kill mid-replace; None when there is none."""
+    recover_folder(folder, "state.json")
+    if not (folder / "state.json").exists():
+        return None
+    try:
+        meta = json.loads((folder / "state.json").read_text())
+        tensors = load_file(str(folder / "state.safetensors"))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ValueError(f"{folder}: the checkpoint is damaged ({str(err).splitlines()[0] if str(err) else err!r}); "
+                         "delete it to start again") from None
+    return meta, tensors
 
 
 def check_settings(folder: Path, saved: dict, current: dict, free: tuple = ()) -> None:
@@ -367,18 +385,6 @@ def check_settings(folder: Path, saved: dict, current: dict, free: tuple = ()) -
     if diff:
         raise ValueError(f"{folder}: checkpoint was made with other settings ({', '.join(diff)}); "
                          "rerun with the same flags or a new --out")
-
-
-def _atomic_save(tensors: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def train(embeddings: str, out: str, config: TrainConfig, resume: bool = False, log_with: Optional[str] = None) -> dict:
@@ -393,6 +399,7 @@ def train(embeddings: str, out: str, config: TrainConfig, resume: bool = False, 
     if manifest:
         meta.update({k: manifest.get(k) for k in ("backbone", "backbone_revision", "pooling", "dataset", "split")})
     out_path = Path(out)
+    recover_folder(out_path / "checkpoint", "state.json")
     if not resume and (out_path / "checkpoint").exists():
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with,
