@@ -1,6 +1,6 @@
 """Fresh phantom patients through a built model folder: does the report state the one drawn finding, on its side?
 
-    python benchmarks/fresh_phantoms.py [--model ~/.cache/saerad/demo-v2/model] [--n 24]
+    python benchmarks/fresh_phantoms.py [--model ~/.cache/saerad/demo-v3/model] [--n 24]
 
 Per case, `--n` phantoms of new patients (seeds outside every IU-phantom split and the pretraining stream) with that
 one finding drawn, and normal ones; each through `model.generate`, its FINDINGS read by the labeler. For a

@@ -265,3 +265,31 @@ def test_gated_training_loss_matches_the_written_formulation(b_gate):
 def test_non_positive_learning_rate_settings_are_refused(setting):
     with pytest.raises(ValueError, match=f"{setting} must be positive; got 0"):
         TrainConfig(**{setting: 0})
+
+
+def test_fixed_mean_decoder_bias_gives_the_most_common_image_a_feature_of_its_own(tmp_path):
+    # 60% "normal" rows near one point, 40% with one of 8 findings added: trained from the geometric median (a normal
+    # row) b_dec encodes the normal rows as nothing; fixed at the mean, normality is a direction with its features.
+    g = torch.Generator().manual_seed(0)
+    d, n = 32, 3000
+    normal = torch.randn(d, generator=g) * 0.2
+    common = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)  # what the findings share
+    atoms = 3 * common + 3 * torch.nn.functional.normalize(torch.randn(8, d, generator=g), dim=1)
+    which = torch.randint(0, 8, (n,), generator=g)
+    abnormal = torch.rand(n, generator=g) < 0.4
+    x = normal + 0.1 * torch.randn(n, d, generator=g) + abnormal[:, None] * atoms[which]
+    fired = {}
+    for bias in ("median", "mean"):
+        config = TrainConfig(architecture="gated", d_sae=64, target_l0=2, epochs=30, batch_size=64, log_every=0,
+                             decoder_bias=bias)
+        trainer = Trainer(config, x, tmp_path / bias)
+        trainer.train()
+        with torch.no_grad():
+            f = trainer.sae.encode(trainer.x)
+        fired[bias] = float((f[~abnormal] > 0).any(1).float().mean())
+        if bias == "mean":
+            assert torch.allclose(trainer.sae.b_dec, trainer.x.mean(0))
+    # measured on data seeds 0-2: median 6%, 37%, 19% of normal rows with a feature; mean 100%, 95%, 100%
+    assert fired["median"] < 0.5 and fired["mean"] > 0.9, fired
+    with pytest.raises(ValueError, match="decoder_bias must be 'median' or 'mean'"):
+        TrainConfig(decoder_bias="zero")

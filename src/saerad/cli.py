@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_l0=args.target_l0, sparsity_coef=args.sparsity_coef, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         max_steps=args.max_steps, gate_lr_scale=args.gate_lr_scale,
-        magnitude_lr_scale=args.magnitude_lr_scale,
+        magnitude_lr_scale=args.magnitude_lr_scale, decoder_bias=args.decoder_bias,
     )
     try:
         metrics = train(args.embeddings, args.out, config, resume=args.resume, log_with=args.log_with)
@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gated: learning-rate multiple of b_gate (try 100 when --target-l0 is missed)")
     p.add_argument("--magnitude-lr-scale", type=float, default=200.0,
                    help="gated: learning-rate multiple of the magnitude path's r_mag and b_mag")
+    p.add_argument("--decoder-bias", choices=["median", "mean"], default="median",
+                   help="b_dec: trained from the geometric median, or fixed at the mean (the common image, e.g. a "
+                        "normal study, then gets features of its own)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
