@@ -70,7 +70,9 @@ class SAERadGenerateOutput(ModelOutput):
         feature_activations (`torch.FloatTensor` of shape `(batch_size, d_sae)`): SAE activations per image.
         image_embeds (`torch.FloatTensor` of shape `(batch_size, d_in)`): the SAE's input per image.
         sentences (`list[list[dict]]`): per image, each sentence with `text`, `report_section` (`"findings"` or
-            `"impression"`), anatomical `section`, and the `feature_ids` and `activations` that produced it.
+            `"impression"`), anatomical `section`, and the `feature_ids` and `activations` that produced it; with
+            `feature_overrides`, `overridden` lists the overridden features among them; with `output_localization`,
+            `localization` (an `(H, W)` map in [0, 1]) and `side` ("left", "right", "bilateral" or "central").
         omitted (`list[list[dict]]`): per image, active features that wrote nothing, with `feature_id`,
             `activation`, `reason` (a sentence) and `code` (`"no_description"`, `"low_score"`, `"max_features"` or
             `"contradicted"`).
@@ -453,6 +455,53 @@ def default_image_processor(vision_config):
     )
 
 
+LOCALIZATION_METHODS = ("gradcam", "gradient")
+
+
+def _feature_map(outputs, vision_config) -> tuple:
+    """The backbone's last spatial features as it computed them (what gradients are taken against) and a function
+    laying a tensor of that shape out as `(batch, channels, h, w)`: a CNN's last stage, or the patch tokens that a
+    ViT's last block takes in (the CLS token's output reads those, not the last block's own patch outputs)."""
+    hidden = outputs.last_hidden_state
+    if hidden.dim() == 4:
+        return hidden, lambda x: x
+    hidden = outputs.hidden_states[-2]
+    start = 1 + (getattr(vision_config, "num_register_tokens", 0) or 0)
+    n = hidden.shape[1] - start
+    side = int(round(n ** 0.5))
+    if side * side != n:
+        raise ValueError(f"cannot lay {n} patch tokens on a square grid for localisation")
+    return hidden, lambda x: x[:, start:].transpose(1, 2).reshape(x.shape[0], x.shape[-1], side, side)
+
+
+def map_side(saliency: torch.Tensor) -> Optional[str]:
+    """Where a map `(H, W)` of a PA radiograph puts its mass: "central" (over half in the middle third of the
+    columns), else "left" or "right" of the patient (60% or more on that half: the patient's left is the image's
+    right), else "bilateral"; None for an empty map."""
+    columns = saliency.float().sum(0)
+    total = float(columns.sum())
+    if total <= 0:
+        return None
+    width = columns.numel()
+    if float(columns[width // 3 : width - width // 3].sum()) / total > 0.5:
+        return "central"
+    patient_left = float(columns[width - width // 2 :].sum()) / total
+    return "left" if patient_left >= 0.6 else "right" if patient_left <= 0.4 else "bilateral"
+
+
+def _feature_grads(acts: torch.Tensor, target: torch.Tensor, feature_ids: list) -> list:
+    """d acts[:, f] / d target for each feature, every image at once (images are independent): one batched backward
+    (vmap over the features), else one backward per feature where an operation cannot be batched."""
+    one_hot = torch.zeros(len(feature_ids), *acts.shape, dtype=acts.dtype, device=acts.device)
+    for k, fid in enumerate(feature_ids):
+        one_hot[k, :, fid] = 1
+    try:
+        (grads,) = torch.autograd.grad(acts, target, grad_outputs=one_hot, is_grads_batched=True, retain_graph=True)
+        return list(grads)
+    except RuntimeError:
+        return [torch.autograd.grad(acts, target, grad_outputs=g, retain_graph=True)[0] for g in one_hot]
+
+
 WEIGHTS_INDEX = "model.safetensors.index.json"
 
 
@@ -547,11 +596,36 @@ class SAERadModel(SAERadPreTrainedModel):
             return {}
         return {f["id"]: f for f in self.feature_dictionary["features"]}
 
+    def _check_overrides(self, feature_overrides: dict) -> dict:
+        features = self.features
+        checked = {}
+        for fid, value in feature_overrides.items():
+            if isinstance(fid, bool) or not isinstance(fid, int) or not 0 <= fid < self.config.d_sae:
+                raise ValueError(f"feature_overrides: feature id {fid!r} is not in [0, d_sae={self.config.d_sae})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"feature_overrides: feature {fid} must be set to a number >= 0; got {value!r}")
+            if value > 0 and not (features.get(fid) or {}).get("description", "").strip():
+                raise ValueError(f"feature_overrides: feature {fid} has no description, so switching it on would "
+                                 "write nothing")
+            checked[fid] = float(value)
+        return checked
+
     @torch.no_grad()
     def generate(
-        self, pixel_values: torch.FloatTensor, return_dict_in_generate: bool = False, **overrides
+        self,
+        pixel_values: torch.FloatTensor,
+        return_dict_in_generate: bool = False,
+        output_localization: bool = False,
+        feature_overrides: Optional[dict] = None,
+        **overrides,
     ) -> Union[list, SAERadGenerateOutput]:
-        """Write one report per image; `overrides` replace the config's composer settings for this call."""
+        """Write one report per image; `overrides` replace the config's composer settings for this call.
+
+        `feature_overrides={feature_id: value}` sets features before composition (0 switches one off, a value
+        switches one on); the sentences they touch list them under `overridden`. `output_localization=True` (with
+        `return_dict_in_generate`) attaches to each sentence the activation-weighted map of its features over the
+        input image (`localization`, `(H, W)` in [0, 1]) and the side read from it (`side`).
+        """
         if self.feature_dictionary is None:
             raise ValueError(
                 "this SAE-Rad model has no feature dictionary, so it cannot write reports (forward still works); "
@@ -561,22 +635,159 @@ class SAERadModel(SAERadPreTrainedModel):
         unknown = sorted(set(overrides) - set(COMPOSER_SETTINGS))
         if unknown:
             raise TypeError(f"generate() got unknown settings {unknown}; allowed: {list(COMPOSER_SETTINGS)}")
+        if output_localization and not return_dict_in_generate:
+            raise ValueError("output_localization needs return_dict_in_generate=True (the maps go with the sentences)")
         settings = {name: overrides.get(name, getattr(self.config, name)) for name in COMPOSER_SETTINGS}
-        outputs = self.forward(pixel_values)
-        activations = outputs.feature_activations
+        changed = self._check_overrides(feature_overrides or {})
+        traced = self._traced(pixel_values) if output_localization else None  # one forward serves both
+        if traced is None:
+            outputs = self.forward(pixel_values)
+            activations, image_embeds = outputs.feature_activations.clone(), outputs.image_embeds
+        else:
+            activations, image_embeds = traced["acts"].detach().clone(), traced["embeds"].detach()
+        for fid, value in changed.items():
+            activations[:, fid] = value
         features = self.features
         composed = [compose_report(row, features, **settings) for row in activations.float().cpu().tolist()]
+        for c in composed:
+            for sentence in c["sentences"]:
+                touched = [f for f in sentence["feature_ids"] if f in changed]
+                if touched:
+                    sentence["overridden"] = touched
         if not return_dict_in_generate:
             return [c["report"] for c in composed]
+        if output_localization:
+            self._attach_maps(traced, composed, activations)
         return SAERadGenerateOutput(
             reports=[c["report"] for c in composed],
             findings=[c["findings"] for c in composed],
             impressions=[c["impression"] for c in composed],
             feature_activations=activations,
-            image_embeds=outputs.image_embeds,
+            image_embeds=image_embeds,
             sentences=[c["sentences"] for c in composed],
             omitted=[c["omitted"] for c in composed],
         )
+
+    def _attach_maps(self, traced: dict, composed: list, activations: torch.Tensor) -> None:
+        ids = sorted({f for c in composed for s in c["sentences"] for f in s["feature_ids"]})
+        if not ids:
+            return
+        maps = self._maps(traced, ids)
+        column = {f: k for k, f in enumerate(ids)}
+        acts = activations.float().cpu()
+        for i, c in enumerate(composed):
+            if not c["sentences"]:
+                continue
+            weights = torch.zeros(len(c["sentences"]), len(ids))  # each sentence: its features' activations
+            for j, sentence in enumerate(c["sentences"]):
+                for f in sentence["feature_ids"]:
+                    weights[j, column[f]] = acts[i, f]
+            combined = torch.einsum("sf,fhw->shw", weights, maps[i])
+            combined = combined / combined.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
+            for sentence, m in zip(c["sentences"], combined):
+                sentence["localization"], sentence["side"] = m, map_side(m)
+
+    def localize(
+        self, pixel_values: torch.FloatTensor, feature_ids: Optional[list] = None, method: str = "gradcam"
+    ) -> torch.Tensor:
+        """Where each feature looks: `(batch, n_features, H, W)` maps over the input image, each in [0, 1].
+
+        `gradcam` (default): the gradient of the feature's activation with respect to the backbone's last spatial
+        features, averaged per channel, weighting those features (Grad-CAM), upsampled to the image; `gradient`: the
+        absolute pixel gradient, smoothed. `feature_ids` defaults to the features active in any image of the batch.
+        A feature silent on an image gets an all-zero map there.
+        """
+        if method not in LOCALIZATION_METHODS:
+            raise ValueError(f"method must be one of {LOCALIZATION_METHODS}; got {method!r}")
+        traced = self._traced(pixel_values, shortcut=method == "gradcam")
+        if feature_ids is None:
+            feature_ids = sorted(int(f) for f in (traced["acts"] > 0).any(0).nonzero().flatten())
+        return self._maps(traced, feature_ids, method)
+
+    def _traced(self, pixel_values: torch.Tensor, shortcut: bool = True) -> dict:
+        """One forward pass that keeps its graph: the activations and what the maps are taken against. For a CNN
+        with a pooler (ResNet), Grad-CAM needs the graph from the last feature map on only, so the backbone runs
+        without one (`shortcut`); otherwise the graph is built from the pixels (the backbone is frozen)."""
+        pixels = pixel_values.detach().clone().float().requires_grad_(True)
+        pooler = getattr(self.vision_model, "pooler", None)
+        if shortcut and isinstance(pooler, nn.Module) and not isinstance(pooler, nn.Identity):
+            with torch.no_grad():
+                hidden = self.vision_model(pixel_values=pixel_values).last_hidden_state
+            if hidden.dim() == 4:
+                with torch.enable_grad():
+                    fmap = hidden.detach().float().requires_grad_(True)
+                    outputs = ModelOutput(last_hidden_state=fmap, pooler_output=pooler(fmap))
+                    pooled = pool_backbone_output(outputs, self.config.pooling, self.config.vision_config)
+                    embeds = self.sae.normalize(pooled.to(self.sae.W_enc.dtype))
+                    acts = self.sae.encode(embeds)
+                return {"pixels": None, "source": fmap, "grid": lambda x: x, "embeds": embeds, "acts": acts,
+                        "size": pixel_values.shape[-2:]}
+        with torch.enable_grad():
+            is_vit = not hasattr(self.config.vision_config, "hidden_sizes")  # ResNet-like configs have stages
+            outputs = self.vision_model(pixel_values=pixels, **({"output_hidden_states": True} if is_vit else {}))
+            source, grid = _feature_map(outputs, self.config.vision_config)
+            pooled = pool_backbone_output(outputs, self.config.pooling, self.config.vision_config)
+            embeds = self.sae.normalize(pooled.to(self.sae.W_enc.dtype))
+            acts = self.sae.encode(embeds)
+        return {"pixels": pixels, "source": source, "grid": grid, "embeds": embeds, "acts": acts,
+                "size": pixel_values.shape[-2:]}
+
+    def _maps(self, traced: dict, feature_ids: list, method: str = "gradcam") -> torch.Tensor:
+        feature_ids = [int(f) for f in feature_ids]
+        for fid in feature_ids:
+            if not 0 <= fid < self.config.d_sae:
+                raise ValueError(f"feature id {fid} is not in [0, d_sae={self.config.d_sae})")
+        acts, grid = traced["acts"], traced["grid"]
+        height, width = traced["size"]
+        if not feature_ids:
+            return torch.zeros(len(acts), 0, height, width)
+        if method == "gradient" and traced["pixels"] is None:
+            raise ValueError("pixel gradients need the graph from the pixels: trace with shortcut=False")
+        with torch.enable_grad():
+            grads = _feature_grads(acts, traced["pixels"] if method == "gradient" else traced["source"], feature_ids)
+        grads = torch.cat([g[None] for g in grads])  # (features, batch, ...)
+        k, batch = grads.shape[:2]
+        if method == "gradient":
+            m = grads.abs().sum(2).reshape(k * batch, 1, height, width)
+            m = nn.functional.avg_pool2d(m, 5, stride=1, padding=2)
+        else:
+            fmap = grid(traced["source"].detach())
+            grads = grid(grads.flatten(0, 1)).unflatten(0, (k, batch))
+            cam = torch.relu((grads.mean((3, 4), keepdim=True) * fmap[None]).sum(2))  # (features, batch, h, w)
+            m = nn.functional.interpolate(cam.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
+                                          align_corners=False)
+        maps = m.reshape(k, batch, height, width).transpose(0, 1).detach().float()
+        maps[acts.detach()[:, feature_ids] <= 0] = 0  # a feature silent on an image: an empty map there
+        peak = maps.flatten(2).max(-1).values.clamp_min(1e-12)
+        return maps / peak[:, :, None, None]
+
+    def explain(self, pixel_values: torch.FloatTensor, output_localization: bool = False) -> list:
+        """Per image, the active features strongest first: id, description, activation, held-out score, section,
+        exemplar ids, whether the report wrote it (or why not), and with `output_localization` its map and side."""
+        out = self.generate(pixel_values, return_dict_in_generate=True)
+        features = self.features
+        maps = None
+        rows = []
+        activations = out.feature_activations.float().cpu()
+        for i in range(len(activations)):
+            active = [int(f) for f in activations[i].nonzero().flatten()]
+            active.sort(key=lambda f: (-float(activations[i, f]), f))
+            written = {f for s in out.sentences[i] for f in s["feature_ids"]}
+            reasons = {o["feature_id"]: o["reason"] for o in out.omitted[i]}
+            if output_localization and active:
+                maps = self.localize(pixel_values[i : i + 1], feature_ids=active)[0]
+            table = []
+            for k, fid in enumerate(active):
+                feature = features.get(fid, {})
+                row = {"feature_id": fid, "activation": float(activations[i, fid]),
+                       "description": feature.get("description", ""), "score": feature.get("score"),
+                       "section": feature.get("section"), "exemplars": list(feature.get("exemplars", [])),
+                       "written": fid in written, "omitted_reason": reasons.get(fid)}
+                if output_localization:
+                    row["localization"], row["side"] = maps[k], map_side(maps[k])
+                table.append(row)
+            rows.append(table)
+        return rows
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], *args, **kwargs) -> None:
         """Save weights and config (safetensors), the image processor and the feature dictionary."""
@@ -643,6 +854,7 @@ __all__ = [
     "SAERadPreTrainedModel",
     "SparseAutoencoder",
     "compose_report",
+    "map_side",
     "pool_backbone_output",
     "validate_feature_dictionary",
 ]

@@ -85,10 +85,19 @@ processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
 phase[0] = "generate"
 out = model.generate(pixels, return_dict_in_generate=True)
+maps = model.localize(pixels)
+grounded = model.generate(pixels, return_dict_in_generate=True, output_localization=True)
+written = sorted({f for s in out.sentences[0] for f in s["feature_ids"]})
+switched = model.generate(pixels[:1], feature_overrides={f: 0 for f in written})
+explained = model.explain(pixels)
 image = Image.new("L", (40, 50), 128)
 processed = list(processor(images=image, return_tensors="pt")["pixel_values"].shape)
 print(json.dumps({
     "events": events,
+    "maps_shape": list(maps.shape),
+    "sides": [[s["side"] for s in sentences] for sentences in grounded.sentences],
+    "switched_off": switched[0],
+    "explained": [[row["feature_id"] for row in table] for table in explained],
     "config": config.to_dict(),
     "activations": out.feature_activations.tolist(),
     "reports": out.reports,

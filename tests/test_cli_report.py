@@ -92,3 +92,27 @@ def test_an_empty_report_says_why():
     assert why_empty(compose_report([0.0, 0.0, 0.0], features)) == "(no report: no feature fired on this image)"
     one_bare = compose_report([0.0, 0.3, 0.0], features)
     assert why_empty(one_bare) == "(no report: 1 feature fired, 1 without a description)"
+
+
+def test_report_heatmap_writes_one_tile_per_sentence_and_off_writes_the_what_if_report(model_dir, images, capsys,
+                                                                                          tmp_path):
+    from PIL import Image
+
+    assert main(["report", images[0], "--model", str(model_dir), "--json"]) == 0
+    sentences = json.loads(capsys.readouterr().out)[0]["sentences"]
+    findings = [s for s in sentences if s["report_section"] == "findings"]
+    assert main(["report", images[0], "--model", str(model_dir), "--heatmap", str(tmp_path / "maps.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  map ") == len(findings) and "map 1: " in out
+    assert Image.open(tmp_path / "maps.png").size == (32 * len(findings), 32)
+    first = findings[0]
+    off = ",".join(map(str, first["feature_ids"]))
+    assert main(["report", images[0], "--model", str(model_dir), "--off", off]) == 0
+    out = capsys.readouterr().out
+    assert "off)" in out and first["text"] not in out.split("IMPRESSION")[0]
+    assert main(["report", images[0], "--model", str(model_dir), "--off", "x,1"]) == 2
+    assert "--off takes feature ids" in capsys.readouterr().err
+    assert main(["report", images[0], "--model", str(model_dir), "--off", "9999"]) == 2
+    assert "not in [0, d_sae=64)" in capsys.readouterr().err
+    assert main(["report", *images, "--model", str(model_dir), "--heatmap", str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m-1.png").exists() and (tmp_path / "m-2.png").exists()

@@ -66,6 +66,13 @@ def test_fresh_process_without_saerad_gives_identical_activations_and_reports(mo
     assert remote["reports"] == out.reports and any(remote["reports"])
     assert remote["sentences"] == json.loads(json.dumps(out.sentences))
     assert remote["processed_shape"] == [1, 3, 32, 32]
+    active = sorted(int(f) for f in (out.feature_activations > 0).any(0).nonzero().flatten())
+    assert remote["maps_shape"] == [3, len(active), 32, 32]
+    grounded = model.generate(pixels, return_dict_in_generate=True, output_localization=True)
+    assert remote["sides"] == [[s["side"] for s in sentences] for sentences in grounded.sentences]
+    written = sorted({f for s in out.sentences[0] for f in s["feature_ids"]})
+    assert remote["switched_off"] == model.generate(pixels[:1], feature_overrides={f: 0 for f in written})[0]
+    assert remote["explained"] == [[row["feature_id"] for row in t] for t in model.explain(pixels)]
     # no socket at all; while loading, writes only to transformers' modules cache (how remote code is imported);
     # while generating, none
     events = remote["events"]

@@ -26,17 +26,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .generate import generate, load_model, why_empty
 
     model, processor = load_model(args.model, device=args.device)
-    results = generate(model, processor, args.images)
+    try:
+        off = {int(f): 0 for f in args.off.split(",") if f.strip()} if args.off else {}
+    except ValueError:
+        raise UserError(f"--off takes feature ids separated by commas; got {args.off!r}") from None
+    results = generate(model, processor, args.images, feature_overrides=off or None,
+                       output_localization=bool(args.heatmap))
+    if args.heatmap:
+        _write_heatmaps(args.heatmap, results)
     if args.json:
-        payload = [{"image": image, **result} for image, result in zip(args.images, results)]
+        payload = [{**{k: v for k, v in result.items() if k != "image"}, "image": image,
+                    "sentences": [{k: v for k, v in s.items() if k != "localization"} for s in result["sentences"]]}
+                   for image, result in zip(args.images, results)]  # the maps go to --heatmap, not the JSON
         json.dump(payload, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     for image, result in zip(args.images, results):
-        print(f"== {image} ==")
+        print(f"== {image} ==" + (f" (with feature{'s' if len(off) > 1 else ''} {args.off} off)" if off else ""))
         print(result["report"] or why_empty(result))
+        if args.heatmap:
+            findings = [s for s in result["sentences"] if s["report_section"] == "findings"]
+            for k, sentence in enumerate(findings, 1):
+                print(f"  map {k}: {sentence['side'] or 'none'} (features "
+                      f"{', '.join(map(str, sentence['feature_ids']))}) {sentence['text']}")
         print()
     return 0
+
+
+def _write_heatmaps(out: str, results: list) -> None:
+    """OUT.png for one image; OUT-1.png, OUT-2.png, ... for several (one tile per FINDINGS sentence)."""
+    from pathlib import Path
+
+    from .generate import heatmap_sheet
+    from .outputs import atomic_write
+
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--heatmap writes a PNG; give a file name ending in .png, not {out!r}")
+    for k, result in enumerate(results, 1):
+        target = path if len(results) == 1 else path.with_name(f"{path.stem}-{k}{path.suffix}")
+        import io
+
+        buffer = io.BytesIO()
+        heatmap_sheet(result).save(buffer, format="PNG")
+        atomic_write(target, buffer.getvalue())
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
@@ -230,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", required=True, help="model folder (from `saerad build`) or hub repo id")
     p.add_argument("--json", action="store_true", help="print reports with sentences, feature ids and activations")
+    p.add_argument("--heatmap", metavar="OUT.png", help="write where each FINDINGS sentence looks (one tile per "
+                                                        "sentence, Grad-CAM) and print the side each map reads")
+    p.add_argument("--off", metavar="ID,ID", help="switch these features off and write the report that results")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_report)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from .data.images import ImageSource, load_image, to_grayscale
 
@@ -41,9 +41,11 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
     return model, processor
 
 
-def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_size: int = 8) -> list[dict]:
+def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_size: int = 8,
+             feature_overrides: Optional[dict] = None, output_localization: bool = False) -> list[dict]:
     """Write one report per image (a path, bytes, a stream or a PIL image): text, FINDINGS, IMPRESSION, sentences
-    with feature ids, omitted features."""
+    with feature ids, omitted features; `feature_overrides` and `output_localization` go to the model's generate
+    (with localisation, each result also holds the processed `image`, the picture its maps cover)."""
     import torch
     from PIL import Image
 
@@ -54,9 +56,11 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
         batch = loaded[start : start + batch_size]
         pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            out = model.generate(pixel_values.to(model.device), return_dict_in_generate=True)
+            out = model.generate(pixel_values.to(model.device), return_dict_in_generate=True,
+                                 feature_overrides=feature_overrides, output_localization=output_localization)
         for i in range(len(batch)):
             results.append({
+                **({"image": _shown(pixel_values[i], processor)} if output_localization else {}),
                 "report": out.reports[i],
                 "findings": out.findings[i],
                 "impression": out.impressions[i],
@@ -64,6 +68,33 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
                 "omitted": out.omitted[i],
             })
     return results
+
+
+def _shown(pixels: Any, processor: Any) -> Any:
+    """The processed image (what the maps cover) as a grayscale PIL image, the processor's normalisation undone."""
+    import numpy as np
+    from PIL import Image
+
+    mean = np.asarray(getattr(processor, "image_mean", None) or [0.5] * 3, dtype=np.float32)[:, None, None]
+    std = np.asarray(getattr(processor, "image_std", None) or [0.5] * 3, dtype=np.float32)[:, None, None]
+    picture = (pixels.float().cpu().numpy() * std + mean).mean(0)
+    return Image.fromarray((np.clip(picture, 0, 1) * 255).round().astype(np.uint8))
+
+
+def heatmap_sheet(result: dict) -> Any:
+    """One tile per FINDINGS sentence: the processed image in gray with the sentence's map in red, numbered."""
+    from PIL import Image, ImageDraw
+
+    from .space import overlay
+
+    sentences = [s for s in result["sentences"] if s["report_section"] == "findings" and "localization" in s]
+    image = result["image"]
+    tiles = [overlay(image, s["localization"].numpy()) for s in sentences] or [image.convert("RGB")]
+    sheet = Image.new("RGB", (image.width * len(tiles), image.height))
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile, (k * image.width, 0))
+        ImageDraw.Draw(sheet).text((k * image.width + 3, 2), str(k + 1), fill=(255, 255, 0))
+    return sheet
 
 
 def why_empty(result: dict) -> str:

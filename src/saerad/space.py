@@ -7,26 +7,12 @@ import re
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 # Limits of the public demo, in one place.
 MAX_UPLOAD_MB = 20
 MAX_SENTENCES = 30
 MAX_EXEMPLARS = 8
 QUEUE_SIZE = 16
-
-
-def feature_saliency(model: Any, pixel_values: torch.Tensor, feature_id: int) -> np.ndarray:
-    """Where a feature looks: |d activation / d pixel| summed over channels, normalised to [0, 1], (H, W)."""
-    pixels = pixel_values.clone().requires_grad_(True)
-    with torch.enable_grad():
-        activation = model(pixels).feature_activations[0, feature_id]
-        if activation.item() == 0:
-            return np.zeros(pixels.shape[-2:], dtype=np.float32)
-        activation.backward()
-    saliency = pixels.grad[0].abs().sum(0)
-    saliency = torch.nn.functional.avg_pool2d(saliency[None, None], 5, stride=1, padding=2)[0, 0]
-    return (saliency / saliency.max().clamp_min(1e-12)).numpy().astype(np.float32)
 
 
 def overlay(image: Any, saliency: np.ndarray) -> Any:
@@ -66,6 +52,7 @@ def build_report_tab(model: Any, processor: Any) -> None:
     import gradio as gr
 
     from .data.images import load_image
+    from .generate import _shown
 
     features = model.features
     with gr.Tab("Report"):
@@ -93,7 +80,9 @@ def build_report_tab(model: Any, processor: Any) -> None:
             result = {"sentences": out.sentences[0], "omitted": out.omitted[0]}
             ids = sorted({f for s in out.sentences[0] for f in s["feature_ids"]})
             labels = [(f"#{f}: {features[f]['description'][:60]}", f) for f in ids]
-            return report_html(result, features), gr.update(choices=labels, value=None), (image, pixels)
+            # the maps cover the processed (resized, centre-cropped) image: overlay them on that, not the upload
+            return (report_html(result, features), gr.update(choices=labels, value=None),
+                    (_shown(pixels[0], processor), pixels))
 
         def explain(feature_id: Optional[int], held):
             if feature_id is None or held is None:
@@ -105,7 +94,7 @@ def build_report_tab(model: Any, processor: Any) -> None:
                     f"fires on {100 * (f.get('frequency') or 0):.1f}% of training images.\n\n"
                     f"Top training exemplars: {exemplars}")
             image, pixels = held
-            return text, overlay(image, feature_saliency(model, pixels, int(feature_id)))
+            return text, overlay(image, model.localize(pixels, feature_ids=[int(feature_id)])[0, 0].numpy())
 
         upload.change(run, inputs=upload, outputs=[report, choice, state])
         choice.change(explain, inputs=[choice, state], outputs=[detail, heat])

@@ -1,0 +1,66 @@
+"""Per-image time of `generate()` without and with localisation, as ratios to the backbone forward alone, in one run.
+
+    python benchmarks/generate.py [--model ~/.cache/saerad/demo-v3/model] [--batch 8] [--repeats 5]
+
+Each of the three is timed on the same batch of fresh phantom images, interleaved over `--repeats` rounds; the
+median per image is reported beside its ratio to the backbone's forward pass. Composition is what `generate` adds
+to the forward (the SAE and the composer); localisation is `output_localization=True` on top (Grad-CAM: one backward
+per written feature, over the whole batch).
+"""
+
+import argparse
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from saerad.demo import WORKDIR
+from saerad.generate import load_model
+from saerad.paths import cache_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(cache_dir(WORKDIR) / "model"))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not (Path(args.model) / "config.json").exists():
+        parser.error(f"{args.model}: no model folder; run `make demo` first")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from saerad.data.phantom import render
+    from saerad.evaluation.fresh import fresh_seed
+
+    model, processor = load_model(args.model)
+    images = [render([{"label": "pleural_effusion", "laterality": "left"}], seed=fresh_seed("bench", i))
+              for i in range(args.batch)]
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def backbone():
+        with torch.no_grad():
+            model.vision_model(pixel_values=pixels)
+
+    runs = {"backbone forward": backbone,
+            "generate": lambda: model.generate(pixels, return_dict_in_generate=True),
+            "generate with localisation": lambda: model.generate(pixels, return_dict_in_generate=True,
+                                                                 output_localization=True)}
+    times = {name: [] for name in runs}
+    for name, run in runs.items():
+        run()  # warm-up
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) / args.batch)
+    base = statistics.median(times["backbone forward"])
+    print(f"model {args.model}, batch {args.batch}, {torch.get_num_threads()} threads, median of {args.repeats}\n")
+    print("| step | ms per image | ratio to the backbone forward |\n|---|---|---|")
+    for name in runs:
+        median = statistics.median(times[name])
+        print(f"| {name} | {1000 * median:.1f} | {median / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Where the sentence that states a lateralised finding looks, on fresh phantom patients: Grad-CAM against pixel
+gradients, measured side by side in one run.
+
+    python benchmarks/localization.py [--model ~/.cache/saerad/demo-v3/model] [--n 24]
+
+Per case (one lateralised finding drawn on fresh patients, seeds outside every split), the images whose report
+states the finding; for each, the activation-weighted map of the features behind the sentences that state it. "mass
+on the drawn side": the map puts more of its mass on the drawn side of the image than on the other (PA view: the
+patient's left is the image's right); "side statement agrees": `map_side` reads the drawn side (or bilateral).
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from saerad.demo import WORKDIR
+from saerad.evaluation.fresh import OBSERVATION_OF, fresh_seed
+from saerad.generate import load_model
+from saerad.paths import cache_dir
+
+CASES = (("pleural_effusion", "left"), ("pleural_effusion", "right"), ("pneumothorax", "left"),
+         ("pneumothorax", "right"), ("consolidation", "left"), ("consolidation", "right"), ("central_line", "right"),
+         ("opacity", "right"))
+
+
+def side_mass(saliency: torch.Tensor, side: str) -> float:
+    """Share of the map's mass on the patient's `side` (the image's right half is the patient's left)."""
+    columns = saliency.sum(0)
+    half = columns.numel() // 2
+    left, right = float(columns[columns.numel() - half:].sum()), float(columns[:half].sum())
+    return (left if side == "left" else right) / max(left + right, 1e-12)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(cache_dir(WORKDIR) / "model"))
+    parser.add_argument("--n", type=int, default=24)
+    args = parser.parse_args()
+    if not (Path(args.model) / "config.json").exists():
+        parser.error(f"{args.model}: no model folder; run `make demo` first")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from saerad.data.phantom import render
+    from saerad.labeler import label_mentions
+
+    model, processor = load_model(args.model)
+    print("| drawn finding | images stating it | method | mass on the drawn side (share of images) | "
+          "mean share on the drawn side | side statement agrees |\n|---|---|---|---|---|---|")
+    for label, side in CASES:
+        name = f"{side} {label}"
+        images = [render([{"label": label, "laterality": side}], seed=fresh_seed(name, i)) for i in range(args.n)]
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        out = model.generate(pixels, return_dict_in_generate=True)
+        stating = []  # (image index, feature ids, their activations)
+        for i, sentences in enumerate(out.sentences):
+            ids, acts = [], []
+            for s in sentences:
+                if any(m["label"] == OBSERVATION_OF[label] and m["status"] != "negative"
+                       for m in label_mentions(s["text"])):
+                    for f, a in zip(s["feature_ids"], s["activations"]):
+                        if f not in ids:
+                            ids.append(f)
+                            acts.append(a)
+            if ids:
+                stating.append((i, ids, acts))
+        for method in ("gradcam", "gradient"):
+            if not stating:
+                print(f"| {name} | 0 | {method} | – | – | – |")
+                continue
+            correct, shares, agrees = 0, [], 0
+            for i, ids, acts in stating:
+                maps = model.localize(pixels[i : i + 1], feature_ids=ids, method=method)[0]
+                combined = (torch.tensor(acts)[:, None, None] * maps).sum(0)
+                share = side_mass(combined, side)
+                shares.append(share)
+                correct += share > 0.5
+                agrees += model_side(combined) in (side, "bilateral")
+            k = len(stating)
+            print(f"| {name} | {k} | {method} | {correct / k:.0%} | {sum(shares) / k:.2f} | {agrees / k:.0%} |")
+
+
+def model_side(saliency: torch.Tensor):
+    from modeling_saerad import map_side
+
+    return map_side(saliency)
+
+
+if __name__ == "__main__":
+    main()
