@@ -459,13 +459,14 @@ LOCALIZATION_METHODS = ("gradcam", "gradient")
 
 
 def _feature_map(outputs, vision_config) -> tuple:
-    """The backbone's last spatial features as it computed them (what gradients are taken against) and a function
-    laying a tensor of that shape out as `(batch, channels, h, w)`: a CNN's last stage, or the patch tokens that a
-    ViT's last block takes in (the CLS token's output reads those, not the last block's own patch outputs)."""
-    hidden = outputs.last_hidden_state
+    """The spatial features Grad-CAM is taken against, as the backbone computed them, and a function laying a tensor
+    of that shape out as `(batch, channels, h, w)`: the input to the backbone's last stage or block (a CNN's third
+    stage, twice the last stage's resolution; the patch tokens a ViT's last block reads, which the CLS output reads),
+    else its last feature map."""
+    states = getattr(outputs, "hidden_states", None)
+    hidden = states[-2] if states is not None and len(states) >= 2 else outputs.last_hidden_state
     if hidden.dim() == 4:
         return hidden, lambda x: x
-    hidden = outputs.hidden_states[-2]
     start = 1 + (getattr(vision_config, "num_register_tokens", 0) or 0)
     n = hidden.shape[1] - start
     side = int(round(n ** 0.5))
@@ -500,6 +501,23 @@ def _feature_grads(acts: torch.Tensor, target: torch.Tensor, feature_ids: list) 
         return list(grads)
     except RuntimeError:
         return [torch.autograd.grad(acts, target, grad_outputs=g, retain_graph=True)[0] for g in one_hot]
+
+
+def _stacked_grads(head, source: torch.Tensor, feature_ids: list, acts: torch.Tensor) -> torch.Tensor:
+    """d head(source)[i, f] / d source[i] for each feature f and image i where f fires (a silent feature's map is
+    empty anyway): those (image, feature) pairs stacked into one batch, one backward."""
+    k, batch = len(feature_ids), source.shape[0]
+    ids = torch.tensor(feature_ids)
+    pairs = (acts.detach()[:, ids] > 0).T.nonzero()  # (n, 2): feature index, image index
+    grads = torch.zeros(k, batch, *source.shape[1:], dtype=source.dtype)
+    if len(pairs) == 0:
+        return grads
+    with torch.enable_grad():
+        stacked = source.detach()[pairs[:, 1]].requires_grad_(True)
+        chosen = head(stacked)[torch.arange(len(pairs)), ids[pairs[:, 0]]]
+        (found,) = torch.autograd.grad(chosen.sum(), stacked)
+    grads[pairs[:, 0], pairs[:, 1]] = found
+    return grads
 
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -705,26 +723,35 @@ class SAERadModel(SAERadPreTrainedModel):
         return self._maps(traced, feature_ids, method)
 
     def _traced(self, pixel_values: torch.Tensor, shortcut: bool = True) -> dict:
-        """One forward pass that keeps its graph: the activations and what the maps are taken against. For a CNN
-        with a pooler (ResNet), Grad-CAM needs the graph from the last feature map on only, so the backbone runs
-        without one (`shortcut`); otherwise the graph is built from the pixels (the backbone is frozen)."""
+        """One forward pass that keeps its graph: the activations and what the maps are taken against. For a
+        staged CNN with a pooler (ResNet) the graph starts at the last stage's input, so the earlier stages run
+        without one (`shortcut`); otherwise it is built from the pixels (the backbone is frozen)."""
         pixels = pixel_values.detach().clone().float().requires_grad_(True)
         pooler = getattr(self.vision_model, "pooler", None)
-        if shortcut and isinstance(pooler, nn.Module) and not isinstance(pooler, nn.Identity):
+        stages = getattr(getattr(self.vision_model, "encoder", None), "stages", None)
+        if shortcut and isinstance(pooler, nn.Module) and isinstance(stages, nn.ModuleList) and len(stages) > 1:
             with torch.no_grad():
-                hidden = self.vision_model(pixel_values=pixel_values).last_hidden_state
-            if hidden.dim() == 4:
-                with torch.enable_grad():
-                    fmap = hidden.detach().float().requires_grad_(True)
-                    outputs = ModelOutput(last_hidden_state=fmap, pooler_output=pooler(fmap))
-                    pooled = pool_backbone_output(outputs, self.config.pooling, self.config.vision_config)
-                    embeds = self.sae.normalize(pooled.to(self.sae.W_enc.dtype))
-                    acts = self.sae.encode(embeds)
-                return {"pixels": None, "source": fmap, "grid": lambda x: x, "embeds": embeds, "acts": acts,
-                        "size": pixel_values.shape[-2:]}
+                states = self.vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+
+
+            def head(source: torch.Tensor) -> tuple:
+                fmap = stages[-1](source)
+                outputs = ModelOutput(last_hidden_state=fmap, pooler_output=pooler(fmap))
+                pooled = pool_backbone_output(outputs, self.config.pooling, self.config.vision_config)
+                embeds = self.sae.normalize(pooled.to(self.sae.W_enc.dtype))
+                return embeds, self.sae.encode(embeds)
+
+            source = states[-2].detach().float()
+            with torch.no_grad():
+                embeds, acts = head(source)
+            # the maps run `head` once on the features stacked into the batch: one plain backward for all of them
+            return {"pixels": None, "source": source, "grid": lambda x: x, "embeds": embeds, "acts": acts,
+                    "size": pixel_values.shape[-2:], "head": lambda x: head(x)[1]}
         with torch.enable_grad():
-            is_vit = not hasattr(self.config.vision_config, "hidden_sizes")  # ResNet-like configs have stages
-            outputs = self.vision_model(pixel_values=pixels, **({"output_hidden_states": True} if is_vit else {}))
+            try:
+                outputs = self.vision_model(pixel_values=pixels, output_hidden_states=True)
+            except TypeError:  # a backbone without hidden states: its last feature map
+                outputs = self.vision_model(pixel_values=pixels)
             source, grid = _feature_map(outputs, self.config.vision_config)
             pooled = pool_backbone_output(outputs, self.config.pooling, self.config.vision_config)
             embeds = self.sae.normalize(pooled.to(self.sae.W_enc.dtype))
@@ -743,8 +770,12 @@ class SAERadModel(SAERadPreTrainedModel):
             return torch.zeros(len(acts), 0, height, width)
         if method == "gradient" and traced["pixels"] is None:
             raise ValueError("pixel gradients need the graph from the pixels: trace with shortcut=False")
-        with torch.enable_grad():
-            grads = _feature_grads(acts, traced["pixels"] if method == "gradient" else traced["source"], feature_ids)
+        if "head" in traced and method == "gradcam":
+            grads = _stacked_grads(traced["head"], traced["source"], feature_ids, acts)
+        else:
+            with torch.enable_grad():
+                grads = _feature_grads(acts, traced["pixels"] if method == "gradient" else traced["source"],
+                                       feature_ids)
         grads = torch.cat([g[None] for g in grads])  # (features, batch, ...)
         k, batch = grads.shape[:2]
         if method == "gradient":

@@ -223,3 +223,22 @@ def test_embed_sigkilled_resumes_to_identical_shards_and_damaged_shards_are_caug
     shard.write_bytes(bytes(data[:40]))
     with pytest.raises(ValueError, match="shard-00002.safetensors"):
         load_embeddings(run, verify=False)
+
+
+def test_pretrain_sigkilled_after_a_checkpoint_resumes_to_a_whole_backbone(tmp_path):
+    from transformers import AutoModel
+
+    spec = make_paired_folder(tmp_path / "data", n=6)
+    out = tmp_path / "bb"
+    args = ["pretrain", "--dataset", spec, "--out", str(out), "--steps", "40", "--batch-size", "4",
+            "--image-size", "32", "--num-workers", "0", "--checkpoint-every", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    code = _kill_when(args, lambda: (out / "checkpoint" / "state.json").exists(), env, 0.3)
+    assert code == -signal.SIGKILL and not (out / "pretrain.json").exists()
+    assert {p.name for p in out.iterdir()} <= {"checkpoint", "checkpoint.tmp", "checkpoint.old", ".tmp"} | {
+        p.name for p in out.glob(".tmp*")}
+    assert main([*args[:6], "8", *args[7:], "--resume"]) == 2  # other --steps: refused, not restarted
+    assert main([*args, "--resume"]) == 0
+    summary = json.loads((out / "pretrain.json").read_text())
+    assert summary["resumed_at"] and summary["resumed_at"][0] % 2 == 0  # from the last checkpoint, not step 0
+    assert not any(out.glob("checkpoint*")) and AutoModel.from_pretrained(out).config.image_size == 32
