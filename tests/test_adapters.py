@@ -37,6 +37,8 @@ def test_iu_xray_from_folder_with_images_and_stable_splits(tmp_path):
         assert row["image"] is not None and row["image"].size == (64, 64)
     assert rows["2"][1]["mesh"] == ["Pleural Effusion/left/small"] and rows["3"][1]["findings"] is None
     assert sum(len(ds[s]) for s in ds) - len(load_spec(f"iu-xray:{tmp_path}", require_findings=True)["train"]) >= 1
+    kept = load_spec(f"iu-xray:{tmp_path}", require_findings=True)
+    assert kept.skipped == {"without findings": 6 - sum(len(kept[s]) for s in kept)} and ds.skipped == {}
 
 
 def test_iu_xray_from_tgz(tmp_path):

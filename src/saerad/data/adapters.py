@@ -134,14 +134,18 @@ def load_iu_xray(path: Optional[str] = None, require_findings: bool = False):
     if path is not None and Path(path).is_dir():
         images = {p.stem: str(p) for p in Path(path).rglob("*.png")}
     rows: dict = defaultdict(list)
+    skipped: dict = defaultdict(int)
     for report in read_reports(path):
         if require_findings and not report["findings"]:
+            skipped["without findings"] += 1
             continue
         image = next((images[i] for i in report["images"] if i in images), None)
         rows[stable_split(f"iu:{report['id']}")].append({
             **report, "image": image, "study_id": report["id"], "view": None,
         })
-    return _to_dataset_dict(rows, {"comparison": Value("string"), "mesh": Sequence(Value("string"))})
+    dataset = _to_dataset_dict(rows, {"comparison": Value("string"), "mesh": Sequence(Value("string"))})
+    dataset.skipped = dict(skipped)
+    return dataset
 
 
 def phantom_seed(report_id: str) -> int:
