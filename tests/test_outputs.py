@@ -233,7 +233,7 @@ def test_pretrain_sigkilled_after_a_checkpoint_resumes_to_a_whole_backbone(tmp_p
     args = ["pretrain", "--dataset", spec, "--out", str(out), "--steps", "40", "--batch-size", "4",
             "--image-size", "32", "--num-workers", "0", "--checkpoint-every", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    code = _kill_when(args, lambda: (out / "checkpoint" / "state.json").exists(), env, 0.3)
+    code = _kill_when(args, lambda: (out / "checkpoint" / "state.json").exists(), env, 0.1)
     assert code == -signal.SIGKILL and not (out / "pretrain.json").exists()
     assert {p.name for p in out.iterdir()} <= {"checkpoint", "checkpoint.tmp", "checkpoint.old", ".tmp"} | {
         p.name for p in out.glob(".tmp*")}
