@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from modeling_saerad import map_side
 from saerad.demo import WORKDIR
 from saerad.evaluation.fresh import OBSERVATION_OF, fresh_seed
 from saerad.generate import load_model
@@ -75,15 +76,9 @@ def main() -> None:
                 share = side_mass(combined, side)
                 shares.append(share)
                 correct += share > 0.5
-                agrees += model_side(combined) in (side, "bilateral")
+                agrees += map_side(combined) in (side, "bilateral")
             k = len(stating)
             print(f"| {name} | {k} | {method} | {correct / k:.0%} | {sum(shares) / k:.2f} | {agrees / k:.0%} |")
-
-
-def model_side(saliency: torch.Tensor):
-    from modeling_saerad import map_side
-
-    return map_side(saliency)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _write_heatmaps(out: str, results: list) -> None:
     """OUT.png for one image; OUT-1.png, OUT-2.png, ... for several (one tile per FINDINGS sentence)."""
+    import io
     from pathlib import Path
 
     from .generate import heatmap_sheet
@@ -65,8 +66,6 @@ def _write_heatmaps(out: str, results: list) -> None:
         raise UserError(f"--heatmap writes a PNG; give a file name ending in .png, not {out!r}")
     for k, result in enumerate(results, 1):
         target = path if len(results) == 1 else path.with_name(f"{path.stem}-{k}{path.suffix}")
-        import io
-
         buffer = io.BytesIO()
         heatmap_sheet(result).save(buffer, format="PNG")
         atomic_write(target, buffer.getvalue())

@@ -60,7 +60,7 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
                                  feature_overrides=feature_overrides, output_localization=output_localization)
         for i in range(len(batch)):
             results.append({
-                **({"image": _shown(pixel_values[i], processor)} if output_localization else {}),
+                **({"image": processed_image(pixel_values[i], processor)} if output_localization else {}),
                 "report": out.reports[i],
                 "findings": out.findings[i],
                 "impression": out.impressions[i],
@@ -70,7 +70,7 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
     return results
 
 
-def _shown(pixels: Any, processor: Any) -> Any:
+def processed_image(pixels: Any, processor: Any) -> Any:
     """The processed image (what the maps cover) as a grayscale PIL image, the processor's normalisation undone."""
     import numpy as np
     from PIL import Image

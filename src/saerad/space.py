@@ -52,7 +52,7 @@ def build_report_tab(model: Any, processor: Any) -> None:
     import gradio as gr
 
     from .data.images import load_image
-    from .generate import _shown
+    from .generate import processed_image
 
     features = model.features
     with gr.Tab("Report"):
@@ -82,7 +82,7 @@ def build_report_tab(model: Any, processor: Any) -> None:
             labels = [(f"#{f}: {features[f]['description'][:60]}", f) for f in ids]
             # the maps cover the processed (resized, centre-cropped) image: overlay them on that, not the upload
             return (report_html(result, features), gr.update(choices=labels, value=None),
-                    (_shown(pixels[0], processor), pixels))
+                    (processed_image(pixels[0], processor), pixels))
 
         def explain(feature_id: Optional[int], held):
             if feature_id is None or held is None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..outputs import atomic_write
 from .metrics import METRICS
 from .stats import bootstrap_ci, paired_randomization
 
@@ -70,13 +69,6 @@ def _fingerprint(ids: Sequence[str], references: Sequence[str]) -> str:
     for rid, ref in zip(ids, references):
         digest.update(f"{rid}\t{ref}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def markdown_table(results: dict) -> str:
@@ -177,9 +169,9 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
     if out:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / "results.json", json.dumps(results, indent=2))
-        _write_atomic(folder / "results.md", markdown_table(results))
+        atomic_write(folder / "results.json", json.dumps(results, indent=2))
+        atomic_write(folder / "results.md", markdown_table(results))
         examples = [{"id": i, "reference": r, **{name: systems[name][k] for name in systems}}
                     for k, (i, r) in enumerate(zip(ids, references))]
-        _write_atomic(folder / "predictions.jsonl", "".join(json.dumps(e) + "\n" for e in examples))
+        atomic_write(folder / "predictions.jsonl", "".join(json.dumps(e) + "\n" for e in examples))
     return results

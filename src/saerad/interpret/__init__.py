@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Optional
@@ -11,6 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..outputs import atomic_write
 from .describe import Corpus, extractive_description, make_describer, tag_description
 from .mine import load_sae, mine
 from .score import MIN_SUPPORT, ReportIndex, score_features
@@ -134,7 +134,5 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     for name, payload in (("feature_dictionary.json", dictionary), ("interpret_metrics.json", metrics)):
-        tmp = folder / f"{name}.tmp"
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, folder / name)
+        atomic_write(folder / name, json.dumps(payload, indent=1))
     return metrics
