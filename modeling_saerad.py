@@ -490,34 +490,34 @@ def map_side(saliency: torch.Tensor) -> Optional[str]:
     return "left" if patient_left >= 0.6 else "right" if patient_left <= 0.4 else "bilateral"
 
 
-def _feature_grads(acts: torch.Tensor, target: torch.Tensor, feature_ids: list) -> list:
-    """d acts[:, f] / d target for each feature, every image at once (images are independent): one batched backward
-    (vmap over the features), else one backward per feature where an operation cannot be batched."""
-    one_hot = torch.zeros(len(feature_ids), *acts.shape, dtype=acts.dtype, device=acts.device)
-    for k, fid in enumerate(feature_ids):
-        one_hot[k, :, fid] = 1
-    try:
-        (grads,) = torch.autograd.grad(acts, target, grad_outputs=one_hot, is_grads_batched=True, retain_graph=True)
-        return list(grads)
-    except RuntimeError:
-        return [torch.autograd.grad(acts, target, grad_outputs=g, retain_graph=True)[0] for g in one_hot]
-
-
-def _stacked_grads(head, source: torch.Tensor, feature_ids: list, acts: torch.Tensor) -> torch.Tensor:
-    """d head(source)[i, f] / d source[i] for each feature f and image i where f fires (a silent feature's map is
-    empty anyway): those (image, feature) pairs stacked into one batch, one backward."""
-    k, batch = len(feature_ids), source.shape[0]
-    ids = torch.tensor(feature_ids)
-    pairs = (acts.detach()[:, ids] > 0).T.nonzero()  # (n, 2): feature index, image index
-    grads = torch.zeros(k, batch, *source.shape[1:], dtype=source.dtype)
-    if len(pairs) == 0:
+def _directional_grads(traced: dict, directions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """For each direction k and image i, d (directions[k, i] . acts[i]) / d target[i]: a feature's gradient when the
+    direction is one-hot, a sentence's when it holds the activations of the sentence's features. Images are
+    independent, so every direction comes from one backward: the (direction, image) pairs that are not all-zero
+    stacked into one batch through the traced head, else a batched backward (vmap over the directions) of the
+    traced graph, else one backward per direction where an operation cannot be batched."""
+    k, batch = directions.shape[:2]
+    grads = torch.zeros(k, batch, *target.shape[1:], dtype=target.dtype)
+    if "head" in traced and target is traced["source"]:
+        pairs = (directions != 0).any(-1).nonzero()  # (n, 2): direction index, image index
+        if len(pairs) == 0:
+            return grads
+        with torch.enable_grad():
+            stacked = target.detach()[pairs[:, 1]].requires_grad_(True)
+            score = (traced["head"](stacked) * directions[pairs[:, 0], pairs[:, 1]].to(target.dtype)).sum()
+            (found,) = torch.autograd.grad(score, stacked)
+        grads[pairs[:, 0], pairs[:, 1]] = found
         return grads
+    acts = traced["acts"]
+    directions = directions.to(acts.dtype)
     with torch.enable_grad():
-        stacked = source.detach()[pairs[:, 1]].requires_grad_(True)
-        chosen = head(stacked)[torch.arange(len(pairs)), ids[pairs[:, 0]]]
-        (found,) = torch.autograd.grad(chosen.sum(), stacked)
-    grads[pairs[:, 0], pairs[:, 1]] = found
-    return grads
+        try:
+            (grads,) = torch.autograd.grad(acts, target, grad_outputs=directions, is_grads_batched=True,
+                                           retain_graph=True)
+            return grads
+        except RuntimeError:
+            return torch.stack([torch.autograd.grad(acts, target, grad_outputs=d, retain_graph=True)[0]
+                                for d in directions])
 
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -687,22 +687,28 @@ class SAERadModel(SAERadPreTrainedModel):
         )
 
     def _attach_maps(self, traced: dict, composed: list, activations: torch.Tensor) -> None:
-        ids = sorted({f for c in composed for s in c["sentences"] for f in s["feature_ids"]})
-        if not ids:
-            return
-        maps = self._maps(traced, ids)
-        column = {f: k for k, f in enumerate(ids)}
-        acts = activations.float().cpu()
+        """Each sentence's map: Grad-CAM of the sum of its features' activations, each weighted by its activation
+        (one backward per distinct feature set of an image, not per feature: an IMPRESSION sentence that repeats a
+        FINDINGS one shares its map), and the side read from it."""
+        slot_of = [{} for _ in composed]  # per image: feature set -> slot
         for i, c in enumerate(composed):
-            if not c["sentences"]:
-                continue
-            weights = torch.zeros(len(c["sentences"]), len(ids))  # each sentence: its features' activations
-            for j, sentence in enumerate(c["sentences"]):
-                for f in sentence["feature_ids"]:
-                    weights[j, column[f]] = acts[i, f]
-            combined = torch.einsum("sf,fhw->shw", weights, maps[i])
-            combined = combined / combined.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
-            for sentence, m in zip(c["sentences"], combined):
+            for sentence in c["sentences"]:
+                slot_of[i].setdefault(tuple(sorted(sentence["feature_ids"])), len(slot_of[i]))
+        slots = max((len(s) for s in slot_of), default=0)
+        if slots == 0:
+            return
+        acts = activations.detach()
+        traced_acts = traced["acts"].detach()
+        directions = torch.zeros(slots, *acts.shape, dtype=acts.dtype)
+        for i, sets in enumerate(slot_of):
+            for ids, j in sets.items():
+                for f in ids:
+                    if traced_acts[i, f] > 0:  # a feature switched on by an override has no gradient
+                        directions[j, i, f] = acts[i, f]
+        maps = self._directional_maps(traced, directions)
+        for i, c in enumerate(composed):
+            for sentence in c["sentences"]:
+                m = maps[i, slot_of[i][tuple(sorted(sentence["feature_ids"]))]]
                 sentence["localization"], sentence["side"] = m, map_side(m)
 
     def localize(
@@ -731,8 +737,10 @@ class SAERadModel(SAERadPreTrainedModel):
         stages = getattr(getattr(self.vision_model, "encoder", None), "stages", None)
         if shortcut and isinstance(pooler, nn.Module) and isinstance(stages, nn.ModuleList) and len(stages) > 1:
             with torch.no_grad():
-                states = self.vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-
+                outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True)
+                pooled = pool_backbone_output(outputs, self.config.pooling, self.config.vision_config)
+                embeds = self.sae.normalize(pooled.to(self.sae.W_enc.dtype))
+                acts = self.sae.encode(embeds)
 
             def head(source: torch.Tensor) -> tuple:
                 fmap = stages[-1](source)
@@ -741,9 +749,7 @@ class SAERadModel(SAERadPreTrainedModel):
                 embeds = self.sae.normalize(pooled.to(self.sae.W_enc.dtype))
                 return embeds, self.sae.encode(embeds)
 
-            source = states[-2].detach().float()
-            with torch.no_grad():
-                embeds, acts = head(source)
+            source = outputs.hidden_states[-2].detach().float()
             # the maps run `head` once on the features stacked into the batch: one plain backward for all of them
             return {"pixels": None, "source": source, "grid": lambda x: x, "embeds": embeds, "acts": acts,
                     "size": pixel_values.shape[-2:], "head": lambda x: head(x)[1]}
@@ -764,31 +770,35 @@ class SAERadModel(SAERadPreTrainedModel):
         for fid in feature_ids:
             if not 0 <= fid < self.config.d_sae:
                 raise ValueError(f"feature id {fid} is not in [0, d_sae={self.config.d_sae})")
-        acts, grid = traced["acts"], traced["grid"]
+        acts = traced["acts"].detach()
+        directions = torch.zeros(len(feature_ids), *acts.shape, dtype=acts.dtype)
+        for k, fid in enumerate(feature_ids):
+            directions[k, :, fid] = (acts[:, fid] > 0).to(acts.dtype)  # a silent feature's map is empty anyway
+        return self._directional_maps(traced, directions, method)
+
+    def _directional_maps(self, traced: dict, directions: torch.Tensor, method: str = "gradcam") -> torch.Tensor:
+        """`(batch, k, H, W)` maps, each in [0, 1], of the scores `directions[k, i] . acts[i]` (see
+        `_directional_grads`); a direction that is zero on an image gives an empty map there."""
         height, width = traced["size"]
-        if not feature_ids:
-            return torch.zeros(len(acts), 0, height, width)
+        k, batch = directions.shape[:2]
+        if k == 0:
+            return torch.zeros(batch, 0, height, width)
         if method == "gradient" and traced["pixels"] is None:
             raise ValueError("pixel gradients need the graph from the pixels: trace with shortcut=False")
-        if "head" in traced and method == "gradcam":
-            grads = _stacked_grads(traced["head"], traced["source"], feature_ids, acts)
-        else:
-            with torch.enable_grad():
-                grads = _feature_grads(acts, traced["pixels"] if method == "gradient" else traced["source"],
-                                       feature_ids)
-        grads = torch.cat([g[None] for g in grads])  # (features, batch, ...)
-        k, batch = grads.shape[:2]
+        target = traced["pixels"] if method == "gradient" else traced["source"]
+        grads = _directional_grads(traced, directions, target)  # (k, batch, ...)
         if method == "gradient":
             m = grads.abs().sum(2).reshape(k * batch, 1, height, width)
             m = nn.functional.avg_pool2d(m, 5, stride=1, padding=2)
         else:
+            grid = traced["grid"]
             fmap = grid(traced["source"].detach())
             grads = grid(grads.flatten(0, 1)).unflatten(0, (k, batch))
-            cam = torch.relu((grads.mean((3, 4), keepdim=True) * fmap[None]).sum(2))  # (features, batch, h, w)
+            cam = torch.relu((grads.mean((3, 4), keepdim=True) * fmap[None]).sum(2))  # (k, batch, h, w)
             m = nn.functional.interpolate(cam.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
                                           align_corners=False)
         maps = m.reshape(k, batch, height, width).transpose(0, 1).detach().float()
-        maps[acts.detach()[:, feature_ids] <= 0] = 0  # a feature silent on an image: an empty map there
+        maps[~(directions != 0).any(-1).T] = 0
         peak = maps.flatten(2).max(-1).values.clamp_min(1e-12)
         return maps / peak[:, :, None, None]
 

@@ -5,7 +5,7 @@
 Each of the three is timed on the same batch of fresh phantom images, interleaved over `--repeats` rounds; the
 median per image is reported beside its ratio to the backbone's forward pass. Composition is what `generate` adds
 to the forward (the SAE and the composer); localisation is `output_localization=True` on top (Grad-CAM: one backward
-per written feature, over the whole batch).
+through the last stage per distinct sentence of each image, the pairs stacked into one batch).
 """
 
 import argparse

@@ -79,6 +79,21 @@ def test_generate_attaches_each_sentence_its_map_and_side():
         model.generate(_blob("left"), output_localization=True)
 
 
+def test_a_sentences_map_is_the_gradcam_of_its_features_and_repeats_share_it():
+    model = _brightness_model()
+    pixels = torch.cat([_blob("left"), _blob("right")])
+    out = model.generate(pixels, return_dict_in_generate=True, output_localization=True)
+    maps = model.localize(pixels, feature_ids=[0])
+    for i, sentences in enumerate(out.sentences):
+        for s in sentences:
+            if s["feature_ids"] == [0]:  # FINDINGS and IMPRESSION alike: one feature, that feature's own map
+                torch.testing.assert_close(s["localization"], maps[i, 0])
+    switched = model.generate(pixels, return_dict_in_generate=True, output_localization=True,
+                              feature_overrides={0: 0.0, 1: 1.0})
+    on = [s for sentences in switched.sentences for s in sentences if s["feature_ids"] == [1]]
+    assert on and all(s["side"] is None and float(s["localization"].sum()) == 0 for s in on)  # no gradient, no map
+
+
 def test_map_side_reads_central_bilateral_and_empty_maps():
     central, both = torch.zeros(30, 30), torch.zeros(30, 30)
     central[:, 12:18] = 1
