@@ -2,13 +2,16 @@
 """SAE-Rad: a frozen vision backbone, a sparse autoencoder over its pooled embedding, and a deterministic composer
 that writes a report from the descriptions of the active features (arXiv 2410.03334)."""
 
+import io
 import json
 import math
 import os
 import re
+import stat
 import tempfile
+import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Optional, Union
 
 import torch
 from torch import nn
@@ -418,6 +421,140 @@ def _checked_image(image: Any, name: str) -> Any:
     return image
 
 
+# Reading radiograph files: saerad's loader, here so that the Space and Hub users read files as saerad does.
+ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]  # what load_image reads
+MAX_FILE_BYTES = 1 << 30  # a compressed radiograph is 1-50 MB; an uncompressed 4k x 4k 16-bit DICOM 32 MB
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def _bounded(data: bytes, name: str) -> bytes:
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"{name}: over the image file limit of {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _read(source: "ImageSource") -> tuple:
+    if isinstance(source, (bytes, bytearray)):
+        return _bounded(bytes(source), "<bytes>"), "<bytes>"
+    if hasattr(source, "read"):
+        name = getattr(source, "name", "<stream>")
+        return _bounded(source.read(MAX_FILE_BYTES + 1), name), name
+    name = os.fspath(source)
+    if os.path.isdir(name):
+        raise ValueError(f"{name}: is a folder, not an image file")
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"{name}: no such file")
+    if not stat.S_ISREG(os.stat(name).st_mode):  # a FIFO would block forever, /dev/zero never ends
+        raise ValueError(f"{name}: not a regular file")
+    with open(name, "rb") as f:
+        return _bounded(f.read(MAX_FILE_BYTES + 1), name), name
+
+
+def _one_line(err: Exception) -> str:
+    # decoder errors list what to install over several lines; the CLI prints one
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _load_dicom(data: bytes, name: str, max_pixels: int = MAX_PIXELS, min_size: int = MIN_SIZE) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    try:  # optional: transformers' remote-code check skips imports guarded like this
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        raise ValueError(f"{name}: reading DICOM needs pydicom (pip install pydicom)") from None
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"{name}: not a readable DICOM file ({_one_line(err)})") from None
+    if "PixelData" not in ds:
+        raise ValueError(f"{name}: DICOM file has no pixel data")
+    try:  # the header bounds what decoding will allocate, before any pixel is decoded
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise ValueError(f"{name}: DICOM header lacks a usable size ({_one_line(err)})") from None
+    check_image_size(columns, rows, name, max_pixels, min_size)
+    if frames < 1 or samples not in (1, 3, 4) or bits not in (1, 8, 16, 32, 64):
+        raise ValueError(f"{name}: DICOM header is implausible ({frames} frames, {samples} samples, {bits} bits)")
+    if rows * columns * frames * samples * max(bits, 8) // 8 > 4 * max_pixels:
+        raise ValueError(f"{name}: {frames} frames of {columns}x{rows} pixels exceed the decoding limit")
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:  # pydicom raises many types for truncated or unsupported pixel data
+        raise ValueError(f"{name}: cannot decode the DICOM pixel data ({_one_line(err)})") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if photometric.startswith("MONOCHROME"):
+        pixels = apply_modality_lut(pixels, ds)
+        has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+        if has_voi:
+            pixels = apply_voi_lut(pixels, ds, index=0)
+        pixels = stretch_to_uint8(np.asarray(pixels))
+        if photometric == "MONOCHROME1":  # MONOCHROME1: high values are dark
+            pixels = 255 - pixels
+        return pixels
+    if pixels.ndim == 3:  # colour DICOM (secondary capture)
+        return np.asarray(Image.fromarray(stretch_to_uint8(pixels)).convert("L"))
+    return stretch_to_uint8(pixels)
+
+
+def to_grayscale(image: Any) -> Any:
+    """Any PIL image (16-bit, RGBA, palette, ...) as 8-bit grayscale."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return Image.fromarray(stretch_to_uint8(np.asarray(image)))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become black, the background of a radiograph.
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("L")
+
+
+def load_image(
+    source: "ImageSource", *, max_pixels: int = MAX_PIXELS, min_size: int = MIN_SIZE, name: Optional[str] = None
+) -> Any:
+    """Load a PNG, JPEG or DICOM (path, bytes or binary stream) as a grayscale 8-bit PIL image; errors name the
+    file by `name` when given (an upload's own file name), else by its path."""
+    from PIL import Image, ImageOps
+
+    data, path = _read(source)
+    name = name or path
+    if not data:
+        raise ValueError(f"{name}: file is empty")
+    # A DICOM without its 128-byte preamble starts with a group 0002 or 0008 tag (little-endian), as pydicom writes it
+    is_dicom = (data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
+                or data[:2] in (b"\x02\x00", b"\x08\x00") and data[2:4] in (b"\x00\x00", b"\x01\x00", b"\x02\x00",
+                                                                        b"\x05\x00", b"\x08\x00", b"\x10\x00"))
+    if is_dicom:
+        pixels = _load_dicom(data, name, max_pixels, min_size)
+        check_image_size(pixels.shape[1], pixels.shape[0], name, max_pixels, min_size)
+        return Image.fromarray(pixels, mode="L")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{name}: {err}") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ValueError(f"{name}: not an image (PNG, JPEG or DICOM expected)") from None
+    check_image_size(*image.size, name, max_pixels, min_size)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{name}: truncated or corrupt image data ({err})") from None
+    image = ImageOps.exif_transpose(image)
+    return to_grayscale(image)
+
+
 class SAERadImageProcessor(BitImageProcessorPil):
     """The backbone's resize, centre crop and normalisation (BiT's, as RAD-DINO's), after refusing what no radiograph
     is (more than 10^8 pixels, under 32 px a side, more elongated than 1:10) and stretching 16-bit, 32-bit and float
@@ -488,6 +625,18 @@ def map_side(saliency: torch.Tensor) -> Optional[str]:
         return "central"
     patient_left = float(columns[width - width // 2 :].sum()) / total
     return "left" if patient_left >= 0.6 else "right" if patient_left <= 0.4 else "bilateral"
+
+
+def overlay_map(image: Any, saliency: Any, opacity: float = 0.6) -> Any:
+    """A PIL image in gray with a map in [0, 1] in red at `opacity`; the image is resized to the map's `(H, W)`."""
+    import numpy as np
+    from PIL import Image
+
+    saliency = np.asarray(saliency, dtype=np.float32)
+    gray = np.asarray(image.convert("L").resize(saliency.shape[::-1]), dtype=np.float32) / 255
+    heat = np.clip(saliency, 0, 1) * float(opacity)
+    rgb = np.stack([gray * (1 - heat) + heat, gray * (1 - heat), gray * (1 - heat)], -1)
+    return Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
 
 
 def _directional_grads(traced: dict, directions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -804,7 +953,8 @@ class SAERadModel(SAERadPreTrainedModel):
 
     def explain(self, pixel_values: torch.FloatTensor, output_localization: bool = False) -> list:
         """Per image, the active features strongest first: id, description, activation, held-out score, section,
-        exemplar ids, whether the report wrote it (or why not), and with `output_localization` its map and side."""
+        training firing frequency, exemplar ids, whether the report wrote it (or why not), and with
+        `output_localization` its map and side."""
         out = self.generate(pixel_values, return_dict_in_generate=True)
         features = self.features
         maps = None
@@ -822,7 +972,8 @@ class SAERadModel(SAERadPreTrainedModel):
                 feature = features.get(fid, {})
                 row = {"feature_id": fid, "activation": float(activations[i, fid]),
                        "description": feature.get("description", ""), "score": feature.get("score"),
-                       "section": feature.get("section"), "exemplars": list(feature.get("exemplars", [])),
+                       "section": feature.get("section"), "frequency": feature.get("frequency"),
+                       "exemplars": list(feature.get("exemplars", [])),
                        "written": fid in written, "omitted_reason": reasons.get(fid)}
                 if output_localization:
                     row["localization"], row["side"] = maps[k], map_side(maps[k])

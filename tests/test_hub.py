@@ -51,6 +51,27 @@ def test_built_folder_has_the_hub_layout_and_card(built, backbone_dir):
     assert "| sae-rad | 0.500 |" in card
 
 
+def test_the_card_and_build_record_hold_no_machine_paths_and_name_the_data_terms(built, tmp_path):
+    for name in ("README.md", "saerad_build.json", "config.json"):
+        text = (built / name).read_text()
+        assert str(tmp_path) not in text and "/tmp/" not in text and "/root/" not in text, name
+    card = (built / "README.md").read_text()
+    assert "pypi.org" not in card and "https://arxiv.org/abs/2410.03334" in card
+    assert 'license: "other"' in card and "## Data and license" in card and "their terms apply" in card
+
+
+def test_dataset_names_are_specs_not_paths(tmp_path):
+    from saerad.hub import dataset_name
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "saerad_dataset.json").write_text(json.dumps({"spec": "iu-phantom"}))
+    assert dataset_name(str(folder)) == "iu-phantom"
+    assert dataset_name("imagefolder:/home/me/secret/cxr") == "imagefolder:cxr"
+    assert dataset_name("/home/me/data") == "data" and dataset_name("mimic-cxr") == "mimic-cxr"
+    assert dataset_name(None) is None
+
+
 def test_built_folder_round_trips_in_an_environment_without_saerad(built, tmp_path):
     from PIL import Image
     from transformers import AutoImageProcessor
@@ -89,6 +110,9 @@ def test_push_dry_run_lists_the_files_and_sends_nothing(built, capsys, monkeypat
         assert f"  {name}" in out
     assert "would upload to model me/sae-rad (private=False)" in out
     assert "space me/sae-rad-demo" in out and "models=['me/sae-rad']" in out
+    staged_root = out.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    assert 'from_pretrained("me/sae-rad"' in open(os.path.join(staged_root, "model", "README.md")).read()
+    assert '"me/sae-rad"' in open(os.path.join(staged_root, "space", "app.py")).read()
     staged = _stage_space(push_plan(str(built), "me/sae-rad", "me/sae-rad-demo")["space"])
     assert "models:\n  - me/sae-rad" in open(os.path.join(staged, "README.md")).read()
     assert '"me/sae-rad"' in open(os.path.join(staged, "app.py")).read()

@@ -1,49 +1,240 @@
+"""The Space (spaces/): its own code only, named stateless endpoints, readable errors, aligned overlays."""
+
+import ast
 import io
+import os
+import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from saerad.space import overlay, report_html
+from conftest import tiny_model
+
+SPACE = Path(__file__).resolve().parents[1] / "spaces"
+gr = pytest.importorskip("gradio")
+sys.path.insert(0, str(SPACE))
+
+import app  # noqa: E402
+import inference  # noqa: E402
 
 
-def test_the_models_map_overlays_on_the_processed_image(model):
-    pixels = torch.randn(1, 3, 32, 32)
-    out = model(pixels)
-    feature = int(out.feature_activations[0].argmax())
-    saliency = model.localize(pixels, feature_ids=[feature])[0, 0].numpy()
-    assert saliency.shape == (32, 32) and saliency.max() == pytest.approx(1.0) and saliency.min() >= 0
-    assert overlay(Image.new("L", (64, 64), 100), saliency).size == (32, 32)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def test_report_html_links_every_sentence_to_its_features(model):
-    out = model.generate(torch.randn(1, 3, 32, 32), return_dict_in_generate=True)
-    page = report_html({"sentences": out.sentences[0]}, model.features)
-    assert "<h3>FINDINGS</h3>" in page
-    for sentence in out.sentences[0]:
-        for f in sentence["feature_ids"]:
-            assert f"#{f}</code>" in page
+def xray(path: Path, size=(96, 64), seed: int = 0) -> Path:
+    Image.fromarray((np.random.default_rng(seed).random(size[::-1]) * 255).astype(np.uint8)).save(path)
+    return path
 
 
-def test_report_html_says_why_a_report_is_empty():
-    page = report_html({"sentences": [], "omitted": [{"feature_id": 3, "activation": 0.4, "reason": "no description",
-                                                  "code": "no_description"}]},
-                       {})
-    assert page == "<p>(no report: 1 feature fired, 1 without a description)</p>"
+@pytest.fixture(scope="module")
+def space_model(tmp_path_factory):
+    """A tiny model folder whose first description is HTML and Markdown, to be shown as text."""
+    model = tiny_model()
+    model.feature_dictionary["features"][0]["description"] = "<b>bold</b> **stars** [link](http://x)"
+    path = tmp_path_factory.mktemp("space") / "model"
+    model.save_pretrained(path)
+    return path
 
 
-def test_the_space_builds_and_answers_an_upload(model_dir):
-    gr = pytest.importorskip("gradio")
-    from saerad.space import build_demo
+@pytest.fixture(scope="module")
+def server(space_model):
+    demo = app.build_demo(str(space_model))
+    port = free_port()
+    app.CONCURRENCY = 2
+    demo.queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=2).launch(
+        server_port=port, prevent_thread_lock=True, max_file_size=f"{inference.MAX_UPLOAD_MB}mb", quiet=True)
+    from gradio_client import Client
 
-    demo = build_demo(str(model_dir))
-    assert isinstance(demo, gr.Blocks)
-    buf = io.BytesIO()
-    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(buf, format="PNG")
-    run = next(fn.fn for fn in demo.fns.values() if fn.fn.__name__ == "run")
-    page, choices, held = run(buf.getvalue())
-    assert "FINDINGS" in page and held is not None
-    explain = next(fn.fn for fn in demo.fns.values() if fn.fn.__name__ == "explain")
-    text, heat = explain(choices["choices"][0][1], held)
-    assert text.startswith("**Feature #") and heat.size == (32, 32)
+    yield demo, Client(f"http://127.0.0.1:{port}/", verbose=False), port
+    demo.close()
+
+
+def test_the_space_imports_nothing_of_the_toolkit():
+    for path in SPACE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("saerad", "modeling_saerad", "configuration_saerad") for n in names), \
+                f"{path.name} imports {names}"
+    requirements = (SPACE / "requirements.txt").read_text()
+    assert "saerad" not in requirements.lower().replace("sae-rad", "")
+    assert "sdk_version: " in (SPACE / "README.md").read_text()
+
+
+def test_report_endpoint_equals_model_generate_and_is_named(server, space_model, tmp_path):
+    from gradio_client import handle_file
+    from transformers import AutoImageProcessor, AutoModel
+
+    _, client, _ = server
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/report", "/explain"}
+    model = AutoModel.from_pretrained(space_model, trust_remote_code=True).eval()
+    processor = AutoImageProcessor.from_pretrained(space_model, trust_remote_code=True)
+    image = xray(tmp_path / "chest.png")
+    text, result = client.predict(handle_file(str(image)), api_name="/report")
+    pixels = processor(images=Image.open(image).convert("L"), return_tensors="pt")["pixel_values"]
+    expected = model.generate(pixels, return_dict_in_generate=True, output_localization=True)
+    assert text == expected.reports[0] == result["report"]
+    assert [s["feature_ids"] for s in result["sentences"]] == [s["feature_ids"] for s in expected.sentences[0]]
+    assert [s["side"] for s in result["sentences"]] == [s["side"] for s in expected.sentences[0]]
+    assert all(len(s["activations"]) == len(s["feature_ids"]) for s in result["sentences"])
+
+
+def test_explain_endpoint_needs_no_earlier_call(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    _, _, port = server
+    fresh = Client(f"http://127.0.0.1:{port}/", verbose=False)  # a new client: no state from /report
+    info, overlay = fresh.predict(handle_file(str(xray(tmp_path / "a.png", (80, 120)))), 0, api_name="/explain")
+    assert info["feature_id"] == 0 and info["description"].startswith("<b>bold</b>")
+    assert Image.open(overlay).size == (80, 120)  # on the upload, at its own size
+
+
+def test_bad_uploads_fail_in_a_sentence_naming_the_file(server, tmp_path):
+    from gradio_client import handle_file
+
+    _, client, _ = server
+    junk = tmp_path / "scan of patient.png"
+    junk.write_bytes(b"this is not an image" * 10)
+    with pytest.raises(Exception) as err:
+        client.predict(handle_file(str(junk)), api_name="/report")
+    message = str(err.value)
+    assert "scan of patient.png: not an image" in message and "<bytes>" not in message
+    tiny = xray(tmp_path / "tiny.png", (20, 20))
+    with pytest.raises(Exception, match="tiny.png: 20x20 pixels is smaller"):
+        client.predict(handle_file(str(tiny)), api_name="/report")
+    text, _ = client.predict(handle_file(str(xray(tmp_path / "ok.png"))), api_name="/report")  # and the next works
+    assert text.startswith("FINDINGS")
+
+
+def test_a_dicom_without_its_preamble_is_read(server, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from gradio_client import handle_file
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 64, 64, 1, 16, 12, 11
+    ds.PixelRepresentation, ds.PhotometricInterpretation = 0, "MONOCHROME2"
+    ds.PixelData = (np.random.default_rng(1).integers(0, 4096, (64, 64), dtype=np.uint16)).tobytes()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=False)  # no preamble, no DICM
+    path = tmp_path / "upload"  # and no suffix
+    path.write_bytes(buffer.getvalue())
+    assert buffer.getvalue()[128:132] != b"DICM"
+    text, _ = server[1].predict(handle_file(str(path)), api_name="/report")
+    assert text.startswith("FINDINGS")
+
+
+def test_uploads_over_the_limit_are_refused_before_they_reach_disk(server, tmp_path):
+    import httpx
+
+    _, _, port = server
+    big = b"0" * ((inference.MAX_UPLOAD_MB + 1) * 1024 * 1024)
+    response = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", files={"files": ("big.png", big)},
+                          timeout=60)
+    assert response.status_code == 413
+
+
+def test_the_queue_waits_rather_than_refuses(server):
+    demo, _, _ = server
+    assert demo._queue.max_size >= 256
+    assert all(fn.concurrency_limit in (None, "default", 2) for fn in demo.fns.values())
+
+
+def test_the_overlay_lies_where_the_map_is_on_a_non_square_upload(space_model):
+    from transformers import BitImageProcessor
+
+    import modeling_saerad
+
+    loaded = inference.Loaded.__new__(inference.Loaded)
+    loaded.processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    loaded.remote = modeling_saerad
+    assert loaded.crop_box(768, 256) == (256.0, 0.0, 512.0, 256.0)
+    assert loaded.crop_box(256, 768) == (0.0, 256.0, 256.0, 512.0)
+    saliency = np.zeros((32, 32), dtype=np.float32)
+    saliency[20:28, 4:8] = 1  # lower left of the crop
+    image = Image.new("L", (768, 256), 0)
+    red = np.asarray(loaded.overlay(image, saliency, 1.0)).astype(float)[..., 0]
+    ys, xs = np.nonzero(red > 128)
+    assert 256 + 4 * 8 <= xs.min() and xs.max() < 256 + 8 * 8 + 8 and 20 * 8 - 8 <= ys.min() and ys.max() < 28 * 8 + 8
+
+
+def test_a_finding_at_a_known_place_is_overlaid_there_on_a_non_square_image():
+    """The brightness model (tests/test_localize.py) looks exactly where the image is bright."""
+    from test_localize import _brightness_model
+    from transformers import BitImageProcessor
+
+    import modeling_saerad
+
+    loaded = inference.Loaded.__new__(inference.Loaded)
+    loaded.model = _brightness_model()
+    loaded.processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                         image_mean=[0, 0, 0], image_std=[1, 1, 1])
+    loaded.remote = modeling_saerad
+    pixels = np.zeros((256, 768), dtype=np.uint8)
+    pixels[128:, 420:500] = 255  # the patient's left lower zone of the part the model sees
+    image = Image.fromarray(pixels)
+    saliency = loaded.feature_map(image, 0)
+    red = np.asarray(loaded.overlay(image, saliency, 1.0)).astype(float)
+    mass = np.clip(red[..., 0] - red[..., 1], 0, None)
+    xs = np.arange(768)[None, :].repeat(256, 0)
+    assert mass.sum() > 0 and 400 <= (mass * xs).sum() / mass.sum() <= 520
+    assert mass[:, :256].sum() == 0 and mass[:, 512:].sum() == 0  # nothing on the padding the model never saw
+
+
+def test_descriptions_reach_the_page_as_text(space_model):
+    demo = app.build_demo(str(space_model))
+    table = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dictionary")
+    assert all(kind in ("str", "number") for kind in (table.datatype if isinstance(table.datatype, list)
+                                                      else [table.datatype]))
+    search = next(fn.fn for fn in demo.fns.values() if fn.fn.__name__ == "search")
+    rows = search("bold", "score")
+    assert rows and rows[0][1] == "<b>bold</b> **stars** [link](http://x)"
+    assert not any(isinstance(b, (gr.HTML, gr.Markdown)) and "bold" in str(getattr(b, "value", ""))
+                   for b in demo.blocks.values())
+
+
+def test_saerad_serve_runs_the_space_app(space_model, tmp_path):
+    import subprocess
+    import time
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    server = subprocess.Popen([sys.executable, "-m", "saerad", "serve", "--model", str(space_model), "--port",
+                               str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        from gradio_client import Client, handle_file
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(1)
+        text, _ = client.predict(handle_file(str(xray(tmp_path / "x.png"))), api_name="/report")
+        assert text.startswith("FINDINGS")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_the_upload_preview_and_sentence_overlay_in_the_page_functions(space_model, tmp_path):
+    demo = app.build_demo(str(space_model))
+    fns = {fn.fn.__name__: fn.fn for fn in demo.fns.values()}
+    outputs = fns["on_upload"](str(xray(tmp_path / "wide.png", (300, 100))))
+    preview, report, sentences, state = outputs[:4]
+    assert preview.size == (300, 100) and report.startswith("FINDINGS")
+    heat, rows, _, where = fns["on_sentence"](0, 0.5, state)
+    assert heat.size == (300, 100) and rows and "map reads" in where
+    off = [c[1] for c in outputs[6]["choices"]]
+    assert fns["on_whatif"](off, state) != report  # every written feature off: another report

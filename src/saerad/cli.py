@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
@@ -227,12 +228,38 @@ def cmd_push(args: argparse.Namespace) -> int:
     from .hub import push
 
     plan = push(args.model_dir, args.repo_id, space_id=args.space_id, private=args.private, dry_run=args.dry_run)
-    for part in plan.values():
+    staged = plan.get("staged")
+    for key in ("model", "space"):
+        if key not in plan:
+            continue
+        part = plan[key]
         verb = "would upload" if args.dry_run else "uploaded"
         print(f"{verb} to {part['repo_type']} {part['repo_id']} (private={part['private']}"
               + (f", sdk={part['space_sdk']}, models={part['models']}" if part["repo_type"] == "space" else "") + "):")
         for name in part["files"]:
-            print(f"  {name}")
+            rewritten = staged and (key == "space" or name == "README.md")
+            print(f"  {name}" + (f"  (as staged: {Path(staged) / key / name})" if rewritten else ""))
+    if staged:
+        print(f"the rewritten files (model card, Space README and app.py) are staged in {staged}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the Space's app locally, exactly as the Hub runs it."""
+    import importlib.util
+
+    from .resources import resource
+
+    folder = resource("spaces")
+    sys.path.insert(0, str(folder))  # the app imports its sibling inference.py, as on the Hub
+    spec = importlib.util.spec_from_file_location("saerad_space_app", folder / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    try:
+        demo = app.build_demo(args.model)
+    except OSError as err:
+        raise UserError(f"{args.model}: cannot load the model ({str(err).splitlines()[0]})") from None
+    app.launch(demo, port=args.port, host=args.host)
     return 0
 
 
@@ -396,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the files and settings; send nothing")
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("serve", help="run the Space's app locally (the same app the Hub runs)")
+    p.add_argument("--model", required=True, help="model folder or hub id")
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the offline end-to-end demo on IU-phantom (real report text, phantom images)")
     p.add_argument("--workdir", help="where everything goes (default: the saerad cache)")

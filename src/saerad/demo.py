@@ -129,7 +129,7 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
     data = work / "data"
     _stage("data: IU-phantom (real IU report text, phantom images)", (data / "dataset_dict.json").exists())
     if not (data / "dataset_dict.json").exists():
-        save_dataset(load_iu_phantom(), str(data))
+        save_dataset(load_iu_phantom(), str(data), report={"spec": "iu-phantom"})
     dataset = load_from_disk(str(data))
     print(", ".join(f"{k} {len(v)}" for k, v in dataset.items()))
 

@@ -85,11 +85,11 @@ def heatmap_sheet(result: dict) -> Any:
     """One tile per FINDINGS sentence: the processed image in gray with the sentence's map in red, numbered."""
     from PIL import Image, ImageDraw
 
-    from .space import overlay
+    from modeling_saerad import overlay_map
 
     sentences = [s for s in result["sentences"] if s["report_section"] == "findings" and "localization" in s]
     image = result["image"]
-    tiles = [overlay(image, s["localization"].numpy()) for s in sentences] or [image.convert("RGB")]
+    tiles = [overlay_map(image, s["localization"].numpy()) for s in sentences] or [image.convert("RGB")]
     sheet = Image.new("RGB", (image.width * len(tiles), image.height))
     for k, tile in enumerate(tiles):
         sheet.paste(tile, (k * image.width, 0))

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 from .outputs import output_folder, replace_folder
+from .resources import resource
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
-SPACE_DIR = Path(__file__).resolve().parents[2] / "spaces"
 HEADLINE = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "meteor", "cider")
 
 
@@ -42,6 +41,23 @@ def _yaml(meta: dict) -> str:
         return lines
 
     return "\n".join(emit(meta, 0))
+
+
+def dataset_name(value: Optional[str]) -> Optional[str]:
+    """A dataset as a card names it: its spec (`iu-phantom`, `mimic-cxr:NAME`), never a path of the build machine. A
+    folder saerad built names the spec it was built from; any other path is named by its last part."""
+    if not value:
+        return None
+    path = Path(value)
+    marker = path / "saerad_dataset.json"
+    if path.is_dir() and marker.is_file():
+        spec = json.loads(marker.read_text()).get("spec")
+        if spec and spec != value:
+            return dataset_name(spec)
+    kind, sep, rest = value.partition(":")
+    if sep and "/" not in kind and (os.sep in rest or "/" in rest):
+        return f"{kind}:{Path(rest).name}"
+    return path.name if (os.sep in value or "/" in value) and not hub_model_id(value) else value
 
 
 def hub_model_id(name: str) -> Optional[str]:
@@ -73,9 +89,10 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     folder = Path(model_dir)
     info = json.loads((folder / "saerad_build.json").read_text())
     training, interp = info.get("training_metrics", {}), info.get("interpret_metrics", {})
-    dataset = info.get("dataset") or "unknown"
+    dataset = dataset_name(info.get("dataset")) or "unknown"
     credentialed = dataset.startswith("mimic")
-    license_ = "other" if credentialed else "cc-by-nc-nd-4.0" if dataset.startswith("iu") else "apache-2.0"
+    # the weights and code are Apache-2.0, but feature_dictionary.json quotes the training reports: their terms rule
+    license_ = "cc-by-nc-nd-4.0" if dataset.startswith("iu") else "other"
     meta = {
         "license": license_, "library_name": "transformers", "pipeline_tag": "image-to-text",
         "tags": ["sae-rad", "saerad", "sparse-autoencoder", "interpretability", "chest-x-ray", "radiology",
@@ -87,10 +104,10 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         meta["base_model"] = base_model
     if results:
         system = results["systems"].get("sae-rad", {})
+        evaluated = dataset_name(results["dataset"]) or "unknown"
         entry = {
             "task": {"type": "image-to-text", "name": "Radiology report generation"},
-            "dataset": {"name": results["dataset"], "type": results["dataset"].split(":")[0],
-                        "split": results["split"]},
+            "dataset": {"name": evaluated, "type": evaluated.split(":")[0], "split": results["split"]},
             "metrics": [{"type": k, "name": k, "value": round(system[k]["value"], 4)} for k in HEADLINE
                         if k in system],
         }
@@ -100,7 +117,7 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         for name, metrics in results["systems"].items():
             rows.append(f"| {name} | " + " | ".join(_fmt(metrics[k]["value"]) for k in HEADLINE if k in system) + " |")
         table = "\n".join(rows)
-        results_text = (f"On `{results['dataset']}` ({results['split']}, n = {results['n']}), FINDINGS against the "
+        results_text = (f"On `{evaluated}` ({results['split']}, n = {results['n']}), FINDINGS against the "
                         f"reference, with bootstrap 95% CIs in `results.json` ({results['labeler']}):\n\n{table}")
     else:
         results_text = "Not evaluated yet: run `saerad evaluate` and rebuild with `--results results.json`."
@@ -109,7 +126,7 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         "yaml": _yaml(meta), "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
         "backbone": f"`{base_model}`" if base_model else f"`{Path(info['backbone']).name}`, a local folder",
         "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"],
-        "dataset": dataset, "n_train": training.get("n", "n/a"),
+        "dataset": dataset, "n_train": training.get("n", "n/a"), "data_terms": _data_terms(dataset),
         "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
         "dead_fraction": _fmt(training.get("dead_fraction")), "describer": interp.get("describer", "n/a"),
         "n_live": interp.get("n_live", "n/a"), "n_low_support": interp.get("n_low_support", "n/a"),
@@ -127,9 +144,27 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
                        + ("- Feature descriptions quote IU X-ray report text (CC BY-NC-ND 4.0): non-commercial use "
                           "only.\n" if dataset.startswith("iu") else ""),
     }
-    text = string.Template(TEMPLATE.read_text()).substitute(fields)
+    text = string.Template(resource("model_card.md").read_text()).substitute(fields)
     (folder / "README.md").write_text(text)
     return text
+
+
+def _data_terms(dataset: str) -> str:
+    """The card's data section: where the dictionary's sentences come from and under what terms."""
+    if dataset.startswith("iu"):
+        source = ("the Indiana University chest X-ray reports (Open-i), licensed CC BY-NC-ND 4.0: the descriptions "
+                  "quote that report text, so this folder is for non-commercial use and its dictionary may not be "
+                  "shared in modified form")
+        if "phantom" in dataset:
+            source += "; the images were drawn procedurally from each report's MeSH tags (no real radiographs)"
+    elif dataset.startswith("mimic"):
+        source = ("MIMIC-CXR reports, credentialed data under the PhysioNet Credentialed Health Data License 1.5.0: "
+                  "share this folder only with people bound by that data use agreement")
+    else:
+        source = (f"the reports of `{dataset}`: their terms apply to `feature_dictionary.json`, which quotes them; "
+                  "check them before sharing this folder")
+    return ("The weights and the remote code are Apache-2.0. `feature_dictionary.json` holds sentences derived from "
+            + source + ".")
 
 
 def backbone_pretraining(backbone: str) -> Optional[dict]:
@@ -174,7 +209,9 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         min_feature_score = data.get("score_threshold")
     overrides = {k: v for k, v in (("max_report_features", max_report_features), ("min_activation", min_activation))
                  if v is not None}
-    config = SAERadConfig(vision_config=vision.to_dict(), pooling=sae_config.get("pooling") or "cls",
+    vision_dict = vision.to_dict()
+    vision_dict["_name_or_path"] = hub_model_id(backbone) or Path(backbone).name  # not the build machine's path
+    config = SAERadConfig(vision_config=vision_dict, pooling=sae_config.get("pooling") or "cls",
                           d_in=sae_config["d_in"], sae_architecture=sae_config["architecture"],
                           d_sae=sae_config["d_sae"], k=sae_config["k"] or 1, min_feature_score=min_feature_score,
                           **overrides)
@@ -190,11 +227,12 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         training = sae_path / "training_metrics.json"
         interp = Path(dictionary).with_name("interpret_metrics.json")
         info = {
-            "backbone": sae_config.get("backbone") or backbone,
+            "backbone": hub_model_id(sae_config.get("backbone") or backbone)
+            or Path(sae_config.get("backbone") or backbone).name,  # a local folder by its name, not its path
             "base_model": hub_model_id(sae_config.get("backbone") or backbone),
             "architecture": sae_config["architecture"],
             "d_sae": sae_config["d_sae"], "d_in": sae_config["d_in"], "pooling": config.pooling,
-            "dataset": sae_config.get("dataset"), "min_feature_score": min_feature_score, "title": title,
+            "dataset": dataset_name(sae_config.get("dataset")), "min_feature_score": min_feature_score, "title": title,
             "training_metrics": {k: v for k, v in json.loads(training.read_text()).items()
                                  if k != "feature_density_histogram"} if training.exists() else {},
             "interpret_metrics": json.loads(interp.read_text()) if interp.exists() else {},
@@ -214,10 +252,10 @@ def push_plan(model_dir: str, repo_id: str, space_id: Optional[str] = None, priv
     folder = Path(model_dir)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: not a model folder (no config.json); run `saerad build` first")
-    plan = {"model": {"repo_id": repo_id, "repo_type": "model", "private": private,
+    plan = {"model": {"repo_id": repo_id, "repo_type": "model", "private": private, "folder": str(folder),
                       "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())}}
     if space_id:
-        space = Path(space_dir) if space_dir else SPACE_DIR
+        space = Path(space_dir) if space_dir else resource("spaces")
         if not (space / "app.py").exists():
             raise FileNotFoundError(f"{space}: no Space app.py to push")
         plan["space"] = {"repo_id": space_id, "repo_type": "space", "space_sdk": "gradio", "private": private,
@@ -227,9 +265,9 @@ def push_plan(model_dir: str, repo_id: str, space_id: Optional[str] = None, priv
     return plan
 
 
-def _stage_space(plan: dict) -> str:
+def _stage_space(plan: dict, staged: Optional[str] = None) -> str:
     """A copy of the Space folder whose README metadata points at the model and whose app loads it."""
-    staged = tempfile.mkdtemp(prefix="saerad-space-")
+    staged = staged or tempfile.mkdtemp(prefix="saerad-space-")
     shutil.copytree(plan["folder"], staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     readme = Path(staged) / "README.md"
     text = readme.read_text()
@@ -239,11 +277,27 @@ def _stage_space(plan: dict) -> str:
     return staged
 
 
+def staged_card(model_dir: str, repo_id: str) -> str:
+    """The model card as it is uploaded: its usage snippet and model index name the repo it is pushed to."""
+    return (Path(model_dir) / "README.md").read_text().replace("ORG/NAME", repo_id)
+
+
+def stage(plan: dict, into: Optional[str] = None) -> str:
+    """The rewritten files of a push, as they will be uploaded: `model/README.md` and the whole `space/` folder."""
+    root = Path(into or tempfile.mkdtemp(prefix="saerad-push-"))
+    (root / "model").mkdir(parents=True, exist_ok=True)
+    (root / "model" / "README.md").write_text(staged_card(plan["model"]["folder"], plan["model"]["repo_id"]))
+    if "space" in plan:
+        _stage_space(plan["space"], str(root / "space"))
+    return str(root)
+
+
 def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: bool = False,
          dry_run: bool = False, token: Optional[str] = None, space_dir: Optional[str] = None) -> dict:
     """Create the repos and upload the model folder (and the Space) with huggingface_hub."""
     plan = push_plan(model_dir, repo_id, space_id, private, space_dir)
-    if dry_run:
+    if dry_run:  # the rewritten files are left where the user can read them
+        plan["staged"] = stage(plan)
         return plan
     from huggingface_hub import HfApi, get_token
 
@@ -255,20 +309,22 @@ def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: 
     if dataset.startswith("mimic") and not private:
         raise PermissionError("this model's descriptions derive from MIMIC-CXR reports: push it with --private")
     api = HfApi(token=token)
+    staged = stage(plan)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=model_dir, repo_id=repo_id, commit_message="Upload SAE-Rad model (saerad push)")
+        api.upload_folder(folder_path=model_dir, repo_id=repo_id, ignore_patterns=["README.md"],
+                          commit_message="Upload SAE-Rad model (saerad push)")
+        api.upload_file(path_or_fileobj=str(Path(staged) / "model" / "README.md"), path_in_repo="README.md",
+                        repo_id=repo_id, commit_message="Upload SAE-Rad model card (saerad push)")
         if space_id:
-            staged = _stage_space(plan["space"])
-            try:
-                api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-                api.upload_folder(folder_path=staged, repo_id=space_id, repo_type="space",
-                                  commit_message="Upload SAE-Rad Space (saerad push)")
-            finally:
-                shutil.rmtree(staged, ignore_errors=True)
+            api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            api.upload_folder(folder_path=str(Path(staged) / "space"), repo_id=space_id, repo_type="space",
+                              commit_message="Upload SAE-Rad Space (saerad push)")
     except PermissionError:
         raise
     except Exception as err:  # offline mode, DNS, refused connection, HTTP errors: one sentence for the user
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConnectionError(f"cannot reach the Hugging Face Hub to push {repo_id} ({first})") from None
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return plan
