@@ -6,6 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 WORDNET := wordnet-base wordnet-sense-index
+BROWSER := chromium
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED ?= False
 export TOKENIZERS_PARALLELISM ?= false
@@ -25,6 +26,11 @@ $(VENV)/.installed: pyproject.toml configuration_saerad.py modeling_saerad.py
 	  (apt-get install -y -qq --no-install-recommends $(WORDNET) || \
 	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(WORDNET))) >/dev/null 2>&1 || \
 	  echo "WordNet could not be installed: METEOR will be skipped"; fi
+	@# The Space's browser test drives Debian's Chromium (Playwright never downloads its own browser here).
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq --no-install-recommends $(BROWSER) || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BROWSER))) >/dev/null 2>&1 || \
+	  echo "Chromium could not be installed: the Space's browser test will be skipped"; fi
 	touch $@
 
 demo: install

@@ -269,6 +269,11 @@ def _contradicts(new: list, kept: list) -> bool:
     return False
 
 
+def _rounded(value: Any) -> Any:
+    """A score as a reason states it: three decimals (a held-out AUROC is no more precise), None as "unscored"."""
+    return "unscored" if value is None else f"{float(value):.3f}"
+
+
 def _findings_key(findings: list) -> tuple:
     # null sorts as "": a dictionary may give one label null and "left" sides
     return tuple(sorted((f["label"], f["status"], f.get("laterality") or "", f.get("severity") or "")
@@ -300,7 +305,8 @@ def compose_report(
         if feature is None or not feature.get("description", "").strip():
             code, reason = "no_description", "no description"
         elif min_feature_score is not None and (feature.get("score") is None or feature["score"] < min_feature_score):
-            code, reason = "low_score", f"score {feature.get('score')} below min_feature_score {min_feature_score}"
+            code, reason = "low_score", (f"score {_rounded(feature.get('score'))} below min_feature_score "
+                                   f"{_rounded(min_feature_score)}")
         elif len(writers) >= max_report_features:
             code, reason = "max_features", f"beyond max_report_features={max_report_features}"
         else:

@@ -21,6 +21,7 @@ CONCURRENCY = int(os.environ.get("SAERAD_CONCURRENCY", "2"))  # requests compute
 QUEUE_SIZE = 512  # requests waiting their turn: they wait rather than being refused
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
 MAX_EXEMPLARS = 8
+MAX_BARS = 20  # the bar chart shows the strongest; the table lists them all
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the API is /report and /explain
 
 
@@ -59,14 +60,20 @@ def build_demo(model_id: str) -> gr.Blocks:
                     ids.append(e)
         ids = ids[:MAX_EXEMPLARS]
         pictures = [(loaded.thumbnail(e), f"exemplar {e}") for e in ids if loaded.thumbnail(e)]
-        return pictures, "Top training exemplars: " + (", ".join(ids) or "none")
+        listed = "Top training exemplars: " + (", ".join(ids) or "none")
+        return gr.update(value=pictures, visible=bool(pictures)), listed
 
     # -- the page ----------------------------------------------------------------------------------------------
     def on_upload(path):
+        empty = (None, "", gr.update(choices=[], value=None), None, [], pd.DataFrame(),
+                 gr.update(choices=[], value=[]), gr.update(choices=[], value=None), [], "")
         if path is None:
-            return (None, "", gr.update(choices=[], value=None), None, [], pd.DataFrame(),
-                    gr.update(choices=[], value=[]), gr.update(choices=[], value=None), [], "")
-        image = read(path)
+            return empty
+        try:
+            image = loaded.read_upload(path)
+        except ValueError as err:  # shown where the report would be, and as a toast; the page stays usable
+            gr.Warning(str(err))
+            return (None, f"Cannot read this upload. {err}") + empty[2:]
         result = loaded.report(image)
         table = loaded.explain(image)
         choices = [(f"{k + 1}. [{s['section'].upper()}] {s['text']}  (features "
@@ -75,8 +82,9 @@ def build_demo(model_id: str) -> gr.Blocks:
         active = [[r["feature_id"], r["description"] or "(no description)", round(r["activation"], 3),
                    _score(r["score"]), _frequency(r["frequency"]),
                    "written" if r["written"] else (r["omitted_reason"] or "not written")] for r in table]
-        bars = pd.DataFrame({"feature": [f"#{r['feature_id']}" for r in table],
-                             "activation": [round(r["activation"], 3) for r in table]})
+        strongest = table[:MAX_BARS]
+        bars = pd.DataFrame({"feature": [f"#{r['feature_id']}" for r in strongest],
+                             "activation": [round(r["activation"], 3) for r in strongest]})
         feature_choices = [(f"#{r['feature_id']}: {(r['description'] or '(no description)')[:60]}", r["feature_id"])
                            for r in table]
         switchable = [c for c, r in zip(feature_choices, table) if r["written"]]
@@ -87,7 +95,7 @@ def build_demo(model_id: str) -> gr.Blocks:
 
     def on_sentence(index, opacity, state):
         if index is None or not state:
-            return None, [], [], ""
+            return None, [], gr.update(value=[], visible=False), ""
         sentence = state["result"]["sentences"][int(index)]
         pictures, ids = exemplars(sentence["feature_ids"])
         rows = [feature_row(f) + [round(a, 3)] for f, a in zip(sentence["feature_ids"], sentence["activations"])]
@@ -96,7 +104,7 @@ def build_demo(model_id: str) -> gr.Blocks:
 
     def on_feature(fid, opacity, state):
         if fid is None or not state:
-            return None, "", [], ""
+            return None, "", gr.update(value=[], visible=False), ""
         f = features.get(int(fid), {})
         saliency = loaded.feature_map(state["image"], int(fid))
         pictures, ids = exemplars([fid])
@@ -168,12 +176,12 @@ def build_demo(model_id: str) -> gr.Blocks:
             sentence_features = gr.Dataframe(headers=["id", "description", "section", "AUROC", "frequency",
                                                       "activation"], label="The sentence's features",
                                              interactive=False, wrap=True, elem_id="sentence-features")
-            sentence_exemplars = gr.Gallery(label="Top training exemplars", columns=8, height=140)
+            sentence_exemplars = gr.Gallery(label="Top training exemplars", columns=8, height=140, visible=False)
         with gr.Tab("Features"):
             active = gr.Dataframe(headers=["id", "description", "activation", "AUROC", "frequency", "in the report"],
                                   label="Active features, strongest first", interactive=False, wrap=True,
                                   elem_id="active")
-            bars = gr.BarPlot(x="feature", y="activation", title="Activations", sort="-y")
+            bars = gr.BarPlot(x="feature", y="activation", title=f"The {MAX_BARS} strongest activations", sort="-y")
             with gr.Row():
                 switch = gr.CheckboxGroup(label="Switch off (what-if report)", choices=[])
                 whatif = gr.Textbox(label="What-if report", lines=6, interactive=False, elem_id="whatif")
@@ -183,7 +191,7 @@ def build_demo(model_id: str) -> gr.Blocks:
                 with gr.Column():
                     feature_text = gr.Textbox(label="Feature", lines=4, interactive=False, elem_id="feature")
                     feature_ids = gr.Textbox(label="Exemplars", interactive=False)
-            feature_exemplars = gr.Gallery(label="Top training exemplars", columns=8, height=140)
+            feature_exemplars = gr.Gallery(label="Top training exemplars", columns=8, height=140, visible=False)
         with gr.Tab("Dictionary"):
             with gr.Row():
                 query = gr.Textbox(label="Search descriptions, sections or findings", elem_id="query")

@@ -107,3 +107,18 @@ def make_paired_folder(root: Path, n: int = 10, test_every: int = 0) -> str:
                                  "split": split}))
     (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return f"imagefolder:{root}"
+
+
+def run_pipeline(tmp_path: Path, backbone_dir: Path, epochs: int = 5) -> str:
+    """embed -> train -> interpret on a paired folder of 24 images, in `tmp_path` (emb/, sae/, interp/); the spec."""
+    from saerad.cli import main
+
+    spec = make_paired_folder(tmp_path / "data", n=24)
+    assert main(["embed", "--backbone", str(backbone_dir), "--dataset", spec, "--out", str(tmp_path / "emb"),
+                 "--num-workers", "0"]) == 0
+    assert main(["train", "--embeddings", str(tmp_path / "emb"), "--architecture", "topk", "--k", "3",
+                 "--expansion-factor", "2", "--epochs", str(epochs), "--batch-size", "8",
+                 "--out", str(tmp_path / "sae")]) == 0
+    assert main(["interpret", "--sae", str(tmp_path / "sae"), "--embeddings", str(tmp_path / "emb"), "--reports",
+                 spec, "--holdout", "0.3", "--out", str(tmp_path / "interp")]) == 0
+    return spec

@@ -9,20 +9,14 @@ import pytest
 from saerad.cli import main
 from saerad.hub import _stage_space, build, push, push_plan
 
-from fixtures import make_paired_folder
+from fixtures import run_pipeline
 from minimal_env import generate_without_saerad
 
 
 @pytest.fixture
 def built(backbone_dir, tmp_path):
     """A model folder built from a tiny backbone, a trained SAE and an interpreted dictionary."""
-    spec = make_paired_folder(tmp_path / "data", n=24)
-    assert main(["embed", "--backbone", str(backbone_dir), "--dataset", spec, "--out", str(tmp_path / "emb"),
-                 "--num-workers", "0"]) == 0
-    assert main(["train", "--embeddings", str(tmp_path / "emb"), "--architecture", "topk", "--k", "3",
-                 "--expansion-factor", "2", "--epochs", "5", "--batch-size", "8", "--out", str(tmp_path / "sae")]) == 0
-    assert main(["interpret", "--sae", str(tmp_path / "sae"), "--embeddings", str(tmp_path / "emb"), "--reports",
-                 spec, "--holdout", "0.3", "--out", str(tmp_path / "interp")]) == 0
+    spec = run_pipeline(tmp_path, backbone_dir)
     results = {"dataset": spec, "split": "test", "n": 4, "labeler": "rule-based", "systems": {
         "sae-rad": {"micro_f1_14": {"value": 0.5, "ci": [0.4, 0.6]}, "bleu_4": {"value": 0.1, "ci": [0, 0.2]}},
         "normal": {"micro_f1_14": {"value": 0.3, "ci": [0.2, 0.4]}, "bleu_4": {"value": 0.05, "ci": [0, 0.1]}}}}

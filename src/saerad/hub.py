@@ -238,12 +238,41 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
             "interpret_metrics": json.loads(interp.read_text()) if interp.exists() else {},
             "backbone_pretraining": backbone_pretraining(backbone),
         }
+        if "phantom" in (info["dataset"] or ""):  # drawn images: shown as thumbnails; real radiographs never are
+            info["exemplar_thumbnails"] = write_thumbnails(sae_config.get("dataset"), data, tmp / THUMBNAILS)
         (tmp / "saerad_build.json").write_text(json.dumps(info, indent=1))
         render_card(str(tmp), json.loads(Path(results).read_text()) if results else None)
         replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+THUMBNAILS = "exemplars"  # the Space shows these beside a feature
+THUMBNAIL_SIDE = 64
+
+
+def write_thumbnails(dataset: Optional[str], dictionary: dict, folder: Path, per_feature: int = 8) -> int:
+    """Small PNGs of the top exemplars of every described feature (`folder/ID.png`), read from the dataset the SAE
+    was trained on; how many were written (0 when that dataset is no longer there)."""
+    if not dataset or not Path(dataset).is_dir():
+        return 0
+    from datasets import load_from_disk
+
+    wanted = {str(e) for f in dictionary.get("features", []) if f.get("description")
+              for e in f.get("exemplars", [])[:per_feature]}
+    data = load_from_disk(dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for split in (data.values() if hasattr(data, "values") else [data]):
+        ids = [str(i) for i in split["id"]]
+        for row in [k for k, i in enumerate(ids) if i in wanted]:
+            image = split[row]["image"].convert("L")
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            image.save(folder / f"{ids[row]}.png", optimize=True)
+            wanted.discard(ids[row])
+            written += 1
+    return written
 
 
 def push_plan(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: bool = False,
