@@ -1,3 +1,5 @@
+import pytest
+
 from saerad.data.reports import normalize_deid, normalize_sentence, parse_sections, split_sentences
 
 MIMIC = """                                 FINAL REPORT
@@ -78,3 +80,18 @@ def test_paragraph_breaks_end_sentences():
 def test_normalize_sentence_drops_numbering_case_and_punctuation():
     assert normalize_sentence("2. No  Pneumothorax.") == normalize_sentence("no pneumothorax") == "no pneumothorax"
     assert normalize_sentence("Nodule 1.5 cm.") == "nodule 1.5 cm"
+
+
+@pytest.mark.parametrize("sentence", ["Dr. Smith was notified.", "Approx. 3 cm nodule in the right lung.",
+                                      "1. Small left effusion.", "Nodule measures 1.5 cm."])
+def test_the_composer_and_the_scorer_split_a_sentence_alike(sentence):
+    from modeling_saerad import compose_report
+    from saerad.interpret.score import ReportIndex
+
+    assert split_sentences(sentence) == [sentence]
+    features = {0: {"id": 0, "description": f"{sentence} No pneumothorax.", "section": "lungs", "findings": [],
+                    "score": 0.9}}
+    written = [s["text"] for s in compose_report([1.0], features)["sentences"] if s["report_section"] == "findings"]
+    assert written == [sentence, "No pneumothorax."]
+    assert "1 5" not in normalize_sentence(sentence)  # a decimal stays a decimal
+    assert ReportIndex([f"Heart normal. {sentence}"]).sentences[0] == {"heart normal", normalize_sentence(sentence)}

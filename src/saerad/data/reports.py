@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from modeling_saerad import normalize_deid, normalize_sentence, split_sentences  # noqa: F401  (one splitter)
+
 # Header spellings -> canonical section. The last occurrence of a section wins, as in the MIT-LCP sectioner.
 HEADERS = {
     "findings": "findings", "finding": "findings", "findings and impression": "impression",
@@ -28,11 +30,6 @@ _LINE_HEADER = re.compile(rf"(?im)^[ \t]*({_names})[ \t]*:")
 _INLINE_HEADER = re.compile(rf"(?<=[.;!?])[ \t]+({_names.upper()})[ \t]*:")
 _FINAL_REPORT = re.compile(r"(?im)^[ \t]*FINAL REPORT[ \t]*$")
 
-# De-identification tokens: MIMIC-CXR's "___" and IU X-ray's "XXXX".
-_IU_XRAY = re.compile(r"\bx-XXXX\b", re.I)
-_DEID = re.compile(r"_{2,}|\bX{2,}\b")
-_ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "vs", "approx", "e.g", "i.e", "fig", "cf", "al", "resp", "nos"}
-_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+|\n\s*\n")
 
 
 def _clean(text: str) -> Optional[str]:
@@ -55,49 +52,3 @@ def parse_sections(text: str) -> dict:
     if sections.get("indication") is None and sections.get("history"):
         sections["indication"] = sections["history"]
     return sections
-
-
-def normalize_deid(text: str, replacement: str = "") -> str:
-    """Remove de-identification tokens (MIMIC `___`, IU `XXXX`) and tidy the spacing they leave."""
-    text = _IU_XRAY.sub("x-ray", text)
-    text = _DEID.sub(replacement, text)
-    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
-    text = re.sub(r"([.,;:])(?:[ \t]*[.,;:])+", r"\1", text)  # "Dr. ___ ." leaves "Dr.."
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
-
-
-def _ends_sentence(before: str, after: str) -> bool:
-    words = before.rstrip(".!?\"')] ").split()
-    if not words:
-        return False
-    last = words[-1].lower().lstrip("([\"'")
-    if len(words) == 1 and re.fullmatch(r"\(?\d{1,2}\)?", last):
-        return False  # the "1." of a numbered item starts its sentence
-    if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]", last):
-        return False  # "Dr. Smith", "approx. 3 cm", initials
-    return not after or not after[0].islower()
-
-
-def split_sentences(text: str, deid: bool = True) -> list[str]:
-    """Split report text into sentences, keeping numbered items, abbreviations, decimals and measurements intact."""
-    if deid:
-        text = normalize_deid(text)
-    sentences, start = [], 0
-    for m in _BOUNDARY.finditer(text):
-        candidate = text[start : m.end()]
-        if m.group().strip() == "" or _ends_sentence(candidate, text[m.end() : m.end() + 1]):
-            sentences.append(candidate)
-            start = m.end()
-    sentences.append(text[start:])
-    out = []
-    for s in sentences:
-        s = " ".join(s.split())
-        if re.search(r"[A-Za-z0-9]", s):
-            out.append(s)
-    return out
-
-
-def normalize_sentence(sentence: str) -> str:
-    """Lower-case, drop list numbering, punctuation and extra spaces: the key for counting "the same" sentence."""
-    sentence = re.sub(r"^\(?\d{1,2}[.)]\s+", "", sentence.strip())
-    return " ".join(re.sub(r"[^a-z0-9.]+", " ", sentence.lower()).replace(" .", " ").strip(" .").split())
