@@ -159,10 +159,15 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
           f"{metrics['frac_live_auroc_ge_0_75']:.0%} of live features at AUROC >= 0.75")
 
     model_dir = work / "model"
-    _stage("model: assembled folder with its card", (model_dir / "config.json").exists())
-    if not (model_dir / "config.json").exists():
+    import modeling_saerad
+
+    # a folder cached by an older saerad carries older remote code (the Space needs the current one): rebuilt
+    current = (model_dir / "modeling_saerad.py").is_file() and (
+        (model_dir / "modeling_saerad.py").read_bytes() == Path(modeling_saerad.__file__).read_bytes())
+    _stage("model: assembled folder with its card", current)
+    if not current:
         build(backbone, str(sae), str(interp / "feature_dictionary.json"), str(model_dir),
-              title="SAE-Rad demo on IU-phantom (phantom images, not for real radiographs)")
+              title="SAE-Rad demo on IU-phantom (phantom images, not for real radiographs)", overwrite=True)
 
     predictions = work / "predictions.jsonl"
     results_path = work / "results.json"
