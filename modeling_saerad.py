@@ -402,6 +402,19 @@ def compose_report(
             "sentences": findings_sentences + impression_sentences, "omitted": omitted}
 
 
+def why_empty(result: dict) -> str:
+    """Why a generated report is empty, from the features that fired and were left out (`result["omitted"]`)."""
+    omitted = result.get("omitted") or []
+    if not omitted:
+        return "(no report: no feature fired on this image)"
+    unscored = sum(o["code"] == "low_score" for o in omitted)
+    bare = sum(o["code"] == "no_description" for o in omitted)
+    parts = ([f"{unscored} whose description was not validated on held-out images"]
+             if unscored else []) + ([f"{bare} without a description"] if bare else [])
+    fired = f"{len(omitted)} feature{'s' if len(omitted) != 1 else ''} fired"
+    return f"(no report: {fired}, " + " and ".join(parts) + ")" if parts else f"(no report: {fired})"
+
+
 def pool_backbone_output(outputs, pooling: str, vision_config) -> torch.Tensor:
     """One vector per image from a backbone's output: the CLS token, the mean or the per-channel maximum of the patch
     tokens, or CLS and mean together."""
@@ -1003,11 +1016,13 @@ class SAERadModel(SAERadPreTrainedModel):
         peak = maps.flatten(2).max(-1).values.clamp_min(1e-12)
         return maps / peak[:, :, None, None]
 
-    def explain(self, pixel_values: torch.FloatTensor, output_localization: bool = False) -> list:
+    def explain(self, pixel_values: torch.FloatTensor, output_localization: bool = False,
+                generated: Optional[SAERadGenerateOutput] = None) -> list:
         """Per image, the active features strongest first: id, description, activation, held-out score, section,
         training firing frequency, exemplar ids, whether the report wrote it (or why not), and with
-        `output_localization` its map and side."""
-        out = self.generate(pixel_values, return_dict_in_generate=True)
+        `output_localization` its map and side. `generated`: this model's `generate(pixel_values,
+        return_dict_in_generate=True)` when the caller has it already (the forward is not run again)."""
+        out = generated if generated is not None else self.generate(pixel_values, return_dict_in_generate=True)
         features = self.features
         maps = None
         rows = []

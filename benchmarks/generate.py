@@ -8,28 +8,21 @@ to the forward (the SAE and the composer); localisation is `output_localization=
 through the last stage per distinct sentence of each image, the pairs stacked into one batch).
 """
 
-import argparse
-import logging
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from saerad.demo import WORKDIR
 from saerad.generate import load_model
-from saerad.paths import cache_dir
+
+from demo_model import model_parser, parse_model_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(cache_dir(WORKDIR) / "model"))
+    parser = model_parser(__doc__)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        parser.error(f"{args.model}: no model folder; run `make demo` first")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    args = parse_model_args(parser)
     from saerad.data.phantom import render
     from saerad.evaluation.fresh import fresh_seed
 

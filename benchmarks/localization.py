@@ -11,17 +11,14 @@ on the drawn side": the map puts more of its mass on the drawn side of the image
 patient's left is the image's right); "side statement agrees": `map_side` reads the drawn side (or bilateral).
 """
 
-import argparse
-import logging
-from pathlib import Path
 
 import torch
 
 from modeling_saerad import map_side
-from saerad.demo import WORKDIR
 from saerad.evaluation.fresh import OBSERVATION_OF, fresh_seed
 from saerad.generate import load_model
-from saerad.paths import cache_dir
+
+from demo_model import model_parser, parse_model_args
 
 CASES = (("pleural_effusion", "left"), ("pleural_effusion", "right"), ("pneumothorax", "left"),
          ("pneumothorax", "right"), ("consolidation", "left"), ("consolidation", "right"), ("central_line", "right"),
@@ -37,13 +34,9 @@ def side_mass(saliency: torch.Tensor, side: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(cache_dir(WORKDIR) / "model"))
+    parser = model_parser(__doc__)
     parser.add_argument("--n", type=int, default=24)
-    args = parser.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        parser.error(f"{args.model}: no model folder; run `make demo` first")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    args = parse_model_args(parser)
     from saerad.data.phantom import render
     from saerad.labeler import label_mentions
 

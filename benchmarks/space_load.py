@@ -6,7 +6,6 @@ Starts spaces/app.py in a subprocess (as the Hub runs it), fires `--requests` /r
 gradio_client threads, and prints how many were answered with the report `model.generate` writes for the same
 image, how many failed, p50/p95 latency and the server's peak resident memory (sampled every 50 ms)."""
 
-import argparse
 import os
 import socket
 import statistics
@@ -17,6 +16,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from demo_model import model_parser, parse_model_args
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces"
 
@@ -35,16 +36,11 @@ def rss_mb(pid: int) -> float:
 
 
 def main() -> None:
-    from saerad.demo import WORKDIR
-    from saerad.paths import cache_dir
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(cache_dir(WORKDIR) / "model"))
+    parser = model_parser(__doc__)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=2, help="the Space's SAERAD_CONCURRENCY")
-    args = parser.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        parser.error(f"{args.model}: no model folder; run `make demo` first")
+    args = parse_model_args(parser)
     from gradio_client import Client, handle_file
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModel

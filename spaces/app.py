@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from inference import MAX_UPLOAD_MB, Loaded, display_image, public_report, why_empty
+from inference import MAX_UPLOAD_MB, Loaded, display_image, public_report
 
 MODEL = os.environ.get("SAERAD_MODEL", "ORG/NAME")  # `saerad push --space-id` writes the model's repo id here
 CONCURRENCY = int(os.environ.get("SAERAD_CONCURRENCY", "2"))  # requests computed at once: bounds memory
@@ -74,8 +74,8 @@ def build_demo(model_id: str) -> gr.Blocks:
         except ValueError as err:  # shown where the report would be, and as a toast; the page stays usable
             gr.Warning(str(err))
             return (None, f"Cannot read this upload. {err}") + empty[2:]
-        result = loaded.report(image)
-        table = loaded.explain(image)
+        result = loaded.report(image, explained=True)
+        table = result.pop("table")
         choices = [(f"{k + 1}. [{s['section'].upper()}] {s['text']}  (features "
                     + ", ".join(f"#{f}" for f in s["feature_ids"]) + ")", k)
                    for k, s in enumerate(result["sentences"])]
@@ -88,7 +88,7 @@ def build_demo(model_id: str) -> gr.Blocks:
         feature_choices = [(f"#{r['feature_id']}: {(r['description'] or '(no description)')[:60]}", r["feature_id"])
                            for r in table]
         switchable = [c for c, r in zip(feature_choices, table) if r["written"]]
-        return (display_image(image), result["report"] or why_empty(result["omitted"]),
+        return (display_image(image), result["report"] or loaded.remote.why_empty(result),
                 gr.update(choices=choices, value=None), {"image": image, "result": result}, active, bars,
                 gr.update(choices=switchable, value=[]), gr.update(choices=feature_choices, value=None),
                 [], "")

@@ -27,7 +27,7 @@ class Loaded:
         self.model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
         self.processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)
         self.remote = sys.modules[type(self.model).__module__]
-        if not all(hasattr(self.remote, name) for name in ("load_image", "overlay_map", "map_side")):
+        if not all(hasattr(self.remote, name) for name in ("load_image", "overlay_map", "map_side", "why_empty")):
             raise RuntimeError(f"{model_id} was built by an older saerad: rebuild it with `saerad build`")
         self.features = self.model.features
         self.thumbnails = _thumbnail_folder(model_id)
@@ -46,13 +46,18 @@ class Loaded:
     def pixels(self, image: Image.Image) -> torch.Tensor:
         return self.processor(images=image, return_tensors="pt")["pixel_values"]
 
-    def report(self, image: Image.Image) -> dict:
-        """The report of one image, and each sentence with its features, activations, side and map."""
-        out = self.model.generate(self.pixels(image), return_dict_in_generate=True, output_localization=True)
+    def report(self, image: Image.Image, explained: bool = False) -> dict:
+        """The report of one image, and each sentence with its features, activations, side and map; with
+        `explained`, also the image's active features (`model.explain` of the same forward, under "table")."""
+        pixels = self.pixels(image)
+        out = self.model.generate(pixels, return_dict_in_generate=True, output_localization=True)
         sentences = [{"text": s["text"], "section": s["report_section"], "feature_ids": list(s["feature_ids"]),
                       "activations": [round(float(a), 4) for a in s["activations"]], "side": s.get("side"),
                       "localization": s["localization"].numpy()} for s in out.sentences[0]]
-        return {"report": out.reports[0], "sentences": sentences, "omitted": out.omitted[0]}
+        result = {"report": out.reports[0], "sentences": sentences, "omitted": out.omitted[0]}
+        if explained:
+            result["table"] = self.model.explain(pixels, generated=out)[0]
+        return result
 
     def whatif(self, image: Image.Image, off: list) -> str:
         """The report with the features `off` switched off."""
@@ -150,11 +155,3 @@ def public_report(result: dict) -> dict:
             "sentences": [{k: v for k, v in s.items() if k != "localization"} for s in result["sentences"]],
             "omitted": [{"feature_id": o["feature_id"], "activation": round(float(o["activation"]), 4),
                          "reason": o["reason"]} for o in result["omitted"]]}
-
-
-def why_empty(omitted: list) -> str:
-    """Why a report is empty, from the features that fired and were left out."""
-    if not omitted:
-        return "(no report: no feature fired on this image)"
-    reasons = sorted({o["reason"] for o in omitted})
-    return f"(no report: {len(omitted)} feature{'s' if len(omitted) != 1 else ''} fired; " + "; ".join(reasons) + ")"

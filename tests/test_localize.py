@@ -157,6 +157,8 @@ def test_explain_lists_active_features_with_what_the_report_did_with_them():
         assert all(r["omitted_reason"] for r in table if not r["written"])
         assert all(r["localization"].shape == (32, 32) and "side" in r for r in table)
         assert all(r["description"] == model.features[r["feature_id"]]["description"] for r in table)
+    reused = model.explain(pixels, generated=out)  # the caller's own generate output: the same table
+    assert [[{k: v for k, v in r.items() if k not in ("localization", "side")} for r in t] for t in tables] == reused
 
 
 def test_the_cnn_shortcut_gives_the_maps_of_the_full_graph():

@@ -6,6 +6,8 @@ import os
 import re
 from typing import Any, Optional, Sequence
 
+from modeling_saerad import why_empty  # noqa: F401  (the remote code's, re-exported for the CLI and the demo)
+
 from .data.images import ImageSource, load_image, to_grayscale
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -95,16 +97,3 @@ def heatmap_sheet(result: dict) -> Any:
         sheet.paste(tile, (k * image.width, 0))
         ImageDraw.Draw(sheet).text((k * image.width + 3, 2), str(k + 1), fill=(255, 255, 0))
     return sheet
-
-
-def why_empty(result: dict) -> str:
-    """Why a generated report is empty, from the features that fired and were left out (`result["omitted"]`)."""
-    omitted = result.get("omitted") or []
-    if not omitted:
-        return "(no report: no feature fired on this image)"
-    unscored = sum(o["code"] == "low_score" for o in omitted)
-    bare = sum(o["code"] == "no_description" for o in omitted)
-    parts = ([f"{unscored} whose description was not validated on held-out images"]
-             if unscored else []) + ([f"{bare} without a description"] if bare else [])
-    fired = f"{len(omitted)} feature{'s' if len(omitted) != 1 else ''} fired"
-    return f"(no report: {fired}, " + " and ".join(parts) + ")" if parts else f"(no report: {fired})"
