@@ -93,12 +93,10 @@ class SAERadGenerateOutput(ModelOutput):
 class SparseAutoencoder(nn.Module):
     """Inference side of the SAE architectures: `encode` (exact zeros for inactive features) and `decode`."""
 
-    def __init__(self, config: SAERadConfig):
+    def __init__(self, d_in: int, d_sae: int, architecture: str = "gated", k: int = 1, input_scale: float = 1.0,
+                 center_inputs: bool = False):
         super().__init__()
-        self.architecture = config.sae_architecture
-        self.k = config.k
-        self.input_scale = config.input_scale
-        d_in, d_sae = config.d_in, config.d_sae
+        self.architecture, self.k, self.input_scale = architecture, k, input_scale
         self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
@@ -110,10 +108,16 @@ class SparseAutoencoder(nn.Module):
             self.b_enc = nn.Parameter(torch.zeros(d_sae))
         if self.architecture == "jumprelu":
             self.threshold = nn.Parameter(torch.zeros(d_sae))
-        if config.center_inputs:
+        if center_inputs:
             self.register_buffer("input_mean", torch.zeros(d_in))
         else:
             self.input_mean = None
+
+    @classmethod
+    def from_config(cls, config: SAERadConfig) -> "SparseAutoencoder":
+        """The SAE a model config describes."""
+        return cls(config.d_in, config.d_sae, config.sae_architecture, config.k, config.input_scale,
+                   config.center_inputs)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone embedding -> SAE input (centred by the stored mean, scaled)."""
@@ -795,7 +799,7 @@ class SAERadModel(SAERadPreTrainedModel):
     def __init__(self, config: SAERadConfig):
         super().__init__(config)
         self.vision_model = AutoModel.from_config(config.vision_config)
-        self.sae = SparseAutoencoder(config)
+        self.sae = SparseAutoencoder.from_config(config)
         self.feature_dictionary: Optional[dict] = None
         self.image_processor = None  # saved as preprocessor_config.json; derived from the vision config when unset
         self.post_init()

@@ -7,7 +7,6 @@ Both sides run in this process on the same random SAE and embeddings; the ratio 
 
 import argparse
 import time
-from types import SimpleNamespace
 
 import torch
 
@@ -25,8 +24,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
-    sae = SparseAutoencoder(SimpleNamespace(sae_architecture="topk", k=32, input_scale=1.0, d_in=args.d_in,
-                                            d_sae=args.d_sae, center_inputs=False)).eval()
+    sae = SparseAutoencoder(args.d_in, args.d_sae, architecture="topk", k=32).eval()
     torch.nn.init.normal_(sae.W_enc, std=args.d_in**-0.5)
     x = torch.randn(args.n, args.d_in)
 

@@ -7,6 +7,7 @@ import pytest
 from saerad.cli import main
 
 from fixtures import IU_XML
+from readme import readme_report_command
 
 TEMPLATES = [
     ("The lungs are clear. No pleural effusion.", ["normal"]),
@@ -47,6 +48,11 @@ def test_demo_runs_every_stage_into_its_workdir_then_reuses_them(mini_iu, backbo
     assert set(results["systems"]) == {"sae-rad", "normal", "retrieval", "oracle"}
     assert results["n"] == len((work / "predictions.jsonl").read_text().splitlines()) > 0
     assert "| sae-rad |" in out and "| oracle |" in out and "Images are phantoms" in out
+
+    report = readme_report_command(work)  # the README's `saerad report` line, on this workdir
+    assert len(report) > 4 and main(report[1:]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload) == len(report) - 4 and all("sentences" in p for p in payload)
 
     assert main(args) == 0  # everything is reused
     again = capsys.readouterr().out

@@ -66,13 +66,11 @@ def test_planted_features_get_their_sentence_and_detect_it(tmp_path):
 
 
 def test_mining_equals_a_dense_brute_force():
-    from types import SimpleNamespace
 
     from modeling_saerad import SparseAutoencoder
 
     torch.manual_seed(0)
-    sae = SparseAutoencoder(SimpleNamespace(sae_architecture="relu", k=1, input_scale=1.0, d_in=8, d_sae=16,
-                                            center_inputs=False))
+    sae = SparseAutoencoder(d_in=8, d_sae=16, architecture="relu")
     torch.nn.init.normal_(sae.W_enc)
     torch.nn.init.normal_(sae.W_dec)
     sae.b_enc.data.fill_(-1.5)

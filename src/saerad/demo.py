@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .errors import UserError
+
 # A small ResNet that learnt from the train split's reports (docs/demo-backbone.md: the self-supervised backbones that
 # train on 2 cores left the findings a small share of the embedding).
 BACKBONE = Path(__file__).parent / "assets" / "phantom-resnet"
@@ -100,8 +102,8 @@ def check_workdir(work: Path, backbone: str, pooling: str) -> None:
     same = (made.get("backbone_sha256") == wanted["backbone_sha256"] if wanted["backbone_sha256"]
             else made.get("backbone") == backbone)
     if not same or made.get("pooling") != pooling:
-        raise ValueError(f"{work} holds a demo run embedded with {made.get('backbone')} ({made.get('pooling')} "
-                         f"pooling), not {backbone} ({pooling} pooling); choose another --workdir")
+        raise UserError(f"{work} holds a demo run embedded with {made.get('backbone')} ({made.get('pooling')} "
+                        f"pooling), not {backbone} ({pooling} pooling); choose another --workdir")
 
 
 def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retrieval", "oracle"),

@@ -16,10 +16,11 @@ from typing import Optional, Union
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import __version__
-from .outputs import atomic_write
+from .errors import MissingInput, UserError, first_line, loading
+from .outputs import atomic_save_tensors, atomic_write
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -65,8 +66,17 @@ class _Rows(torch.utils.data.Dataset):
 
         image = self.rows[i]["image"]
         if image is None:
-            raise ValueError(f"row {self.rows[i]['id']} has no image")
+            raise UserError(f"row {self.rows[i]['id']} has no image")
         return to_grayscale(image)
+
+
+def load_backbone(name_or_path: str) -> tuple:
+    """A transformers vision backbone (safetensors only) and its image processor; a failure is one `UserError`."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    with loading(name_or_path, "the backbone"):
+        return (AutoModel.from_pretrained(name_or_path, use_safetensors=True),
+                AutoImageProcessor.from_pretrained(name_or_path))
 
 
 def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls", dtype: str = "float32",
@@ -75,7 +85,6 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
     """Embed one split of a dataset with a frozen backbone into `out` (resumable; data-parallel under Accelerate)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
-    from transformers import AutoImageProcessor, AutoModel
 
     from configuration_saerad import POOLINGS
     from modeling_saerad import pool_backbone_output
@@ -83,9 +92,9 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
     from .data.adapters import load_split
 
     if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
+        raise UserError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
+        raise UserError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
     acc = Accelerator(cpu=not torch.cuda.is_available())
     rows = load_split(dataset, split)
     if limit:
@@ -93,11 +102,8 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
     ids = [str(i) for i in rows["id"]]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        model = AutoModel.from_pretrained(backbone, use_safetensors=True).eval().to(acc.device)
-        processor = AutoImageProcessor.from_pretrained(backbone)
-    except OSError as err:
-        raise ValueError(f"{backbone}: cannot load the backbone ({str(err).splitlines()[0]})") from None
+    model, processor = load_backbone(backbone)
+    model = model.eval().to(acc.device)
     settings = {
         "format_version": FORMAT_VERSION, **backbone_fingerprint(backbone, model), "pooling": pooling,
         "dtype": dtype, "dataset": dataset, "split": split, "n": len(ids), "shard_size": shard_size,
@@ -112,7 +118,7 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
                 logger.info("%s is complete and up to date; nothing to do", folder)
             return folder
         differ = _differences(manifest, settings)
-        raise ValueError(f"{folder} holds an embedding cache made with other settings ({differ}); choose another --out")
+        raise UserError(f"{folder} holds an embedding cache made with other settings ({differ}); choose another --out")
     n_shards = max(1, math.ceil(len(ids) / shard_size))
 
     def done(index: int) -> bool:
@@ -142,10 +148,8 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
                 chunks.append(pool_backbone_output(outputs, pooling, model.config).float().cpu())
                 bar.update(len(pixels))
         path = folder / _shard_name(index)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"embeddings": torch.cat(chunks).to(DTYPES[dtype]).contiguous()}, str(tmp),
-                  metadata={"saerad": json.dumps({"settings_key": key, "rows": [start, end]})})  # one key: stable bytes
-        os.replace(tmp, path)  # safetensors writes the file itself; the rename makes it whole under its name
+        atomic_save_tensors({"embeddings": torch.cat(chunks).to(DTYPES[dtype])}, path,
+                            metadata={"saerad": json.dumps({"settings_key": key, "rows": [start, end]})})  # one key
     bar.close()
     acc.wait_for_everyone()
     if acc.is_main_process and all(done(i) for i in range(n_shards)):
@@ -185,8 +189,7 @@ def _read_tensors(file: Path) -> dict:
     try:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{file}: not a readable safetensors file ({first})") from None
+        raise UserError(f"{file}: not a readable safetensors file ({first_line(err)})") from None
 
 
 def load_embeddings(path: Union[str, Path], verify: bool = True) -> tuple[torch.Tensor, list[str]]:
@@ -196,19 +199,19 @@ def load_embeddings(path: Union[str, Path], verify: bool = True) -> tuple[torch.
     if path.is_dir():
         manifest = read_manifest(path)
         if manifest is None or not manifest.get("complete"):
-            raise ValueError(f"{path}: not a complete embedding cache (no complete {MANIFEST}); run `saerad embed`")
+            raise UserError(f"{path}: not a complete embedding cache (no complete {MANIFEST}); run `saerad embed`")
         parts = []
         for shard in manifest["shards"]:
             file = path / shard["file"]
             if not file.is_file():
-                raise FileNotFoundError(f"{file}: shard listed in the manifest is missing; run `saerad embed` again")
+                raise MissingInput(f"{file}: shard listed in the manifest is missing; run `saerad embed` again")
             if verify and _sha256(file) != shard["sha256"]:
-                raise ValueError(f"{file}: checksum does not match the manifest (the shard was changed or damaged); "
-                                 "delete it and run `saerad embed` again")
+                raise UserError(f"{file}: checksum does not match the manifest (the shard was changed or damaged); "
+                                "delete it and run `saerad embed` again")
             parts.append(_read_tensors(file)["embeddings"])
         return torch.cat(parts), list(manifest["ids"])
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise MissingInput(f"{path}: no such file or folder")
     if path.suffix == ".npy":
         import numpy as np
 
@@ -217,10 +220,10 @@ def load_embeddings(path: Union[str, Path], verify: bool = True) -> tuple[torch.
     elif path.suffix == ".safetensors":
         tensors = _read_tensors(path)
         if len(tensors) != 1:
-            raise ValueError(f"{path}: expected one tensor, found {sorted(tensors)}")
+            raise UserError(f"{path}: expected one tensor, found {sorted(tensors)}")
         tensor = next(iter(tensors.values()))
     else:
-        raise ValueError(f"{path}: expected an embedding cache folder, a .npy or a .safetensors file")
+        raise UserError(f"{path}: expected an embedding cache folder, a .npy or a .safetensors file")
     if tensor.dim() != 2:
-        raise ValueError(f"{path}: expected a 2-D (n, d) array; got shape {tuple(tensor.shape)}")
+        raise UserError(f"{path}: expected a 2-D (n, d) array; got shape {tuple(tensor.shape)}")
     return tensor, [str(i) for i in range(len(tensor))]

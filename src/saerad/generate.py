@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 from modeling_saerad import why_empty  # noqa: F401  (the remote code's, re-exported for the CLI and the demo)
 
 from .data.images import ImageSource, load_image, to_grayscale
+from .errors import MissingInput, UserError, first_line
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -21,25 +22,23 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
 
     if os.path.exists(path_or_id):
         if not os.path.isdir(path_or_id) or not os.path.isfile(os.path.join(path_or_id, "config.json")):
-            raise ValueError(f"{path_or_id}: not a model folder (no config.json); pass the folder `saerad build` wrote")
+            raise UserError(f"{path_or_id}: not a model folder (no config.json); pass the folder `saerad build` wrote")
     elif not REPO_ID.match(path_or_id):
-        raise FileNotFoundError(f"{path_or_id}: no such model folder, and not a hub repo id (ORG/NAME)")
+        raise MissingInput(f"{path_or_id}: no such model folder, and not a hub repo id (ORG/NAME)")
     try:
         try:
             model = SAERadModel.from_pretrained(path_or_id).to(device).eval()
         except ValueError as err:  # a bad config value or dictionary: say which model folder it came from
             if path_or_id in str(err):
-                raise
-            first = str(err).splitlines()[0].strip('"') if str(err) else repr(err)
-            raise ValueError(f"{path_or_id}: {first}") from None
+                raise UserError(first_line(err)) from None
+            raise UserError(f"{path_or_id}: {first_line(err)}") from None
         processor = AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False)
     except ValueError as err:  # a processor saved by remote code: it is ours, load it without running the repo's
         if "SAERadImageProcessor" not in str(err) and "trust_remote_code" not in str(err):
             raise
         processor = SAERadImageProcessor.from_pretrained(path_or_id)
     except OSError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path_or_id}: cannot load the model ({first})") from None
+        raise UserError(f"{path_or_id}: cannot load the model ({first_line(err)})") from None
     return model, processor
 
 
@@ -52,6 +51,10 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
     from PIL import Image
 
     # A PIL image (a dataset row) is used as it is; files and bytes go through the loader. Fail before any compute.
+    try:
+        model._check_overrides(feature_overrides or {})
+    except ValueError as err:
+        raise UserError(str(err)) from None
     loaded = [to_grayscale(im) if isinstance(im, Image.Image) else load_image(im) for im in images]
     results = []
     for start in range(0, len(loaded), batch_size):

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .errors import MissingInput, NoAccess, Unreachable, UserError, first_line
 from .outputs import output_folder, replace_folder
 from .resources import resource
 
@@ -186,24 +187,21 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     """Backbone + SAE + feature dictionary + processor -> a model folder that loads with AutoModel (remote code);
     an existing `out` is replaced only when saerad built it as a model folder (or `overwrite`)."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
     from configuration_saerad import SAERadConfig
     from modeling_saerad import SAERadModel
 
+    from .embed import load_backbone
+
     target = output_folder(out, "model", overwrite)
     sae_path = Path(sae_dir)
     if not (sae_path / "sae_config.json").exists():
-        raise FileNotFoundError(f"{sae_dir}: no sae_config.json; run `saerad train` first")
+        raise MissingInput(f"{sae_dir}: no sae_config.json; run `saerad train` first")
     if not Path(dictionary).exists():
-        raise FileNotFoundError(f"{dictionary}: no such file; run `saerad interpret` first")
+        raise MissingInput(f"{dictionary}: no such file; run `saerad interpret` first")
     sae_config = json.loads((sae_path / "sae_config.json").read_text())
-    try:
-        vision = AutoConfig.from_pretrained(backbone)
-        backbone_model = AutoModel.from_pretrained(backbone, use_safetensors=True)
-        processor = AutoImageProcessor.from_pretrained(backbone)
-    except OSError as err:
-        raise ValueError(f"{backbone}: cannot load the backbone ({str(err).splitlines()[0]})") from None
+    backbone_model, processor = load_backbone(backbone)
+    vision = backbone_model.config
     data = json.loads(Path(dictionary).read_text())
     if min_feature_score is None and any(f.get("score") is not None for f in data.get("features", [])):
         min_feature_score = data.get("score_threshold")
@@ -211,14 +209,17 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
                  if v is not None}
     vision_dict = vision.to_dict()
     vision_dict["_name_or_path"] = hub_model_id(backbone) or Path(backbone).name  # not the build machine's path
-    config = SAERadConfig(vision_config=vision_dict, pooling=sae_config.get("pooling") or "cls",
-                          d_in=sae_config["d_in"], sae_architecture=sae_config["architecture"],
-                          d_sae=sae_config["d_sae"], k=sae_config["k"] or 1, min_feature_score=min_feature_score,
-                          **overrides)
-    model = SAERadModel(config).eval()
-    model.vision_model.load_state_dict(backbone_model.state_dict())
-    model.sae.load_state_dict(load_file(str(sae_path / "sae.safetensors")))
-    model.load_feature_dictionary(dictionary)
+    try:  # the remote code validates the values and the dictionary; a refusal there is the user's input
+        config = SAERadConfig(vision_config=vision_dict, pooling=sae_config.get("pooling") or "cls",
+                              d_in=sae_config["d_in"], sae_architecture=sae_config["architecture"],
+                              d_sae=sae_config["d_sae"], k=sae_config["k"] or 1, min_feature_score=min_feature_score,
+                              **overrides)
+        model = SAERadModel(config).eval()
+        model.vision_model.load_state_dict(backbone_model.state_dict())
+        model.sae.load_state_dict(load_file(str(sae_path / "sae.safetensors")))
+        model.load_feature_dictionary(dictionary)
+    except ValueError as err:
+        raise UserError(first_line(err)) from None
     model.image_processor = processor
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
@@ -280,13 +281,13 @@ def push_plan(model_dir: str, repo_id: str, space_id: Optional[str] = None, priv
     """What `push` would send: repos, their settings and the exact files."""
     folder = Path(model_dir)
     if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{model_dir}: not a model folder (no config.json); run `saerad build` first")
+        raise MissingInput(f"{model_dir}: not a model folder (no config.json); run `saerad build` first")
     plan = {"model": {"repo_id": repo_id, "repo_type": "model", "private": private, "folder": str(folder),
                       "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())}}
     if space_id:
         space = Path(space_dir) if space_dir else resource("spaces")
         if not (space / "app.py").exists():
-            raise FileNotFoundError(f"{space}: no Space app.py to push")
+            raise MissingInput(f"{space}: no Space app.py to push")
         plan["space"] = {"repo_id": space_id, "repo_type": "space", "space_sdk": "gradio", "private": private,
                          "models": [repo_id], "folder": str(space),
                          "files": sorted(str(p.relative_to(space)) for p in space.rglob("*")
@@ -332,11 +333,11 @@ def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: 
 
     token = token or get_token()
     if not token:
-        raise PermissionError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
+        raise NoAccess("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
     build_info = Path(model_dir) / "saerad_build.json"
     dataset = json.loads(build_info.read_text()).get("dataset") or "" if build_info.exists() else ""
     if dataset.startswith("mimic") and not private:
-        raise PermissionError("this model's descriptions derive from MIMIC-CXR reports: push it with --private")
+        raise NoAccess("this model's descriptions derive from MIMIC-CXR reports: push it with --private")
     api = HfApi(token=token)
     staged = stage(plan)
     try:
@@ -352,8 +353,7 @@ def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: 
     except PermissionError:
         raise
     except Exception as err:  # offline mode, DNS, refused connection, HTTP errors: one sentence for the user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConnectionError(f"cannot reach the Hugging Face Hub to push {repo_id} ({first})") from None
+        raise Unreachable(f"cannot reach the Hugging Face Hub to push {repo_id} ({first_line(err)})") from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return plan

@@ -7,7 +7,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
+
+from .errors import NoAccess, NotAFolder, OutputConflict, UserError
 
 # The file that proves a folder is saerad's own output of a kind: a folder holding it may be replaced or resumed.
 MARKERS = {
@@ -43,14 +45,26 @@ def output_folder(out: Union[str, os.PathLike], kind: str, overwrite: bool = Fal
     target = Path(out).expanduser().resolve()
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
     if target == Path(target.anchor) or target == home or target == cwd or target in cwd.parents:
-        raise ValueError(f"--out {out}: refusing to write into {target} (the root, home or current folder, or one "
-                         "above it); name a new folder")
+        raise UserError(f"--out {out}: refusing to write into {target} (the root, home or current folder, or one "
+                        "above it); name a new folder")
     if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"--out {out}: {target} is a file, not a folder")
+        raise NotAFolder(f"--out {out}: {target} is a file, not a folder")
     if target.is_dir() and any(target.iterdir()) and not _ours(target, kind) and not overwrite:
-        raise FileExistsError(f"--out {out}: {target} holds files saerad did not write as a {kind} folder (no "
-                              f"{MARKERS[kind]}); choose an empty or new folder, or pass --overwrite to replace it")
+        raise OutputConflict(f"--out {out}: {target} holds files saerad did not write as a {kind} folder (no "
+                             f"{MARKERS[kind]}); choose an empty or new folder, or pass --overwrite to replace it")
+    _check_writable(out, target)
     return target
+
+
+def _check_writable(out: Union[str, os.PathLike], target: Path) -> None:
+    """Refuse before any work an output that cannot be written: a probe folder is made (and removed) where the job's
+    temporary files go, beside the target and (when it exists) inside it."""
+    beside = next(p for p in target.parents if p.exists())
+    for folder in (beside, target) if target.is_dir() else (beside,):
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".saerad-probe-"))
+        except OSError as err:
+            raise NoAccess(f"--out {out}: cannot write in {folder} ({err})") from None
 
 
 def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes]) -> Path:
@@ -69,7 +83,7 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[str, bytes]) -> Path
     return path
 
 
-def atomic_save_tensors(tensors: dict, path: Union[str, os.PathLike]) -> Path:
+def atomic_save_tensors(tensors: dict, path: Union[str, os.PathLike], metadata: Optional[dict] = None) -> Path:
     """`safetensors.torch.save_file` through a temporary file in the same folder."""
     from safetensors.torch import save_file
 
@@ -77,7 +91,7 @@ def atomic_save_tensors(tensors: dict, path: Union[str, os.PathLike]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

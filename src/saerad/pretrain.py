@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Union
 
@@ -35,98 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .configs import OBJECTIVES, REPORT_SUPERVISED, PretrainConfig
+from .errors import UserError
 from .outputs import atomic_write, recover_folder
 
-OBJECTIVES = {
-    "thumbnail": "masked image modelling (60% patches, normalised pixels) + CLS -> 16x16 thumbnail",
-    "vicreg": "masked image modelling (60% patches, normalised pixels) + VICReg on the CLS tokens of two strongly "
-              "augmented views (affine, exposure, blur, noise)",
-    "labels": "image embedding -> what the labeler reads in the paired report's FINDINGS (per observation: absent or "
-              "negated, uncertain, positive; and left, right or bilateral where stated)",
-    "contrastive": "image embedding <-> the paired report's FINDINGS, InfoNCE with a jointly trained bag-of-words text "
-                   "encoder",
-}
-REPORT_SUPERVISED = ("labels", "contrastive")
 PRETRAIN_SPLITS = ("train", "validation")  # the test split is for evaluation only
-
-
-@dataclass
-class PretrainConfig:
-    """Backbone shape and optimisation."""
-
-    architecture: str = "dinov2"
-    """Backbone: `dinov2` (a ViT, as RAD-DINO) or `resnet` (a small ResNet of widths hidden_size/8 ... hidden_size,
-    two basic blocks a stage; report-supervised objectives without the masked patch term only)."""
-    image_size: int = 128
-    """Input size (square)."""
-    patch_size: int = 16
-    """ViT patch size."""
-    hidden_size: int = 192
-    """Token width."""
-    num_layers: int = 6
-    """Transformer layers."""
-    num_heads: int = 3
-    """Attention heads."""
-    mask_ratio: float = 0.6
-    """Fraction of patches masked."""
-    thumbnail: int = 16
-    """Side of the thumbnail the CLS token predicts (objective thumbnail)."""
-    objective: str = "thumbnail"
-    """What trains the CLS token: `thumbnail` (predict a 16x16 thumbnail), `vicreg` (two strongly augmented views
-    agree, VICReg), `labels` (predict the paired report's labeler output) or `contrastive` (match the paired report's
-    FINDINGS text)."""
-    mim_weight: float = 1.0
-    """Weight of the masked patch term beside a report-supervised objective (0: none, and no masked forward pass);
-    the self-supervised objectives always use it."""
-    temperature: float = 0.07
-    """InfoNCE temperature (objective contrastive)."""
-    eval_every: int = 0
-    """Every N steps, the objective's loss on the validation split (report-supervised objectives); the weights at
-    the lowest one are exported (early stopping). 0: no evaluation, the last weights."""
-    eval_size: int = 512
-    """Validation images used for that loss (the first N of the split)."""
-    projector: int = 512
-    """Width of the VICReg projector; 0: the loss acts on the CLS token itself."""
-    steps: int = 3000
-    """Optimiser steps."""
-    batch_size: int = 64
-    """Images per step."""
-    lr: float = 1e-3
-    """Peak AdamW learning rate (cosine decay after 5% warm-up)."""
-    weight_decay: float = 0.05
-    """AdamW weight decay."""
-    lora_rank: int = 8
-    """LoRA rank with --lora."""
-    num_workers: int = 2
-    """DataLoader workers rendering or decoding images."""
-    seed: int = 0
-    """Seeds initialisation, masks and fresh phantom patients."""
-    mixed_precision: Optional[str] = None
-    """Accelerate's mixed precision: `no`, `bf16` or `fp16` (fp16 needs a CUDA GPU); None: what `accelerate launch`
-    or the Accelerate config says, else `no`."""
-    checkpoint_every: int = 0
-    """Write `OUT/checkpoint` every N steps (0: only when `max_steps` stops the run early)."""
-    max_steps: Optional[int] = None
-    """Stop after this many steps with a checkpoint, to continue later with `resume`."""
-
-    def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}; got {self.objective!r}")
-        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be no, bf16 or fp16; got {self.mixed_precision!r}")
-        if self.objective in ("vicreg", "contrastive") and self.batch_size < 2:
-            raise ValueError(f"--objective {self.objective} needs --batch-size of at least 2 (it contrasts the batch's "
-                             "images)")
-        if self.eval_every and self.objective not in REPORT_SUPERVISED:
-            raise ValueError("--eval-every needs a report-supervised --objective (labels or contrastive): the "
-                             "self-supervised losses are not comparable across steps")
-        if self.mim_weight < 0:
-            raise ValueError(f"mim_weight must be >= 0; got {self.mim_weight}")
-        if self.architecture not in ("dinov2", "resnet"):
-            raise ValueError(f"architecture must be dinov2 or resnet; got {self.architecture!r}")
-        if self.architecture == "resnet" and (self.objective not in REPORT_SUPERVISED or self.mim_weight):
-            raise ValueError("--architecture resnet has no patch tokens to mask: use a report-supervised --objective "
-                             "(labels or contrastive) with --mim-weight 0")
 
 
 class PhantomStream(torch.utils.data.IterableDataset):
@@ -364,17 +277,14 @@ class MaskedImageModel(nn.Module):
 
 
 def _backbone(config: PretrainConfig, init: Optional[str]):
-    from transformers import AutoImageProcessor, AutoModel, Dinov2Config, Dinov2Model
+    from transformers import Dinov2Config, Dinov2Model
 
     from modeling_saerad import default_image_processor
 
     if init:
-        try:
-            model = AutoModel.from_pretrained(init, use_safetensors=True)
-            processor = AutoImageProcessor.from_pretrained(init)
-        except OSError as err:
-            raise ValueError(f"{init}: cannot load the backbone ({str(err).splitlines()[0]})") from None
-        return model, processor
+        from .embed import load_backbone
+
+        return load_backbone(init)
     if config.architecture == "resnet":
         from transformers import ResNetConfig, ResNetModel
 
@@ -397,8 +307,8 @@ def pretrain_split(dataset: str, split: str):
     from .data.adapters import load_split
 
     if split not in PRETRAIN_SPLITS:
-        raise ValueError(f"pretraining reads only the {' and '.join(PRETRAIN_SPLITS)} splits of {dataset}; got "
-                         f"{split!r} (the test split is kept for evaluation)")
+        raise UserError(f"pretraining reads only the {' and '.join(PRETRAIN_SPLITS)} splits of {dataset}; got "
+                        f"{split!r} (the test split is kept for evaluation)")
     return load_split(dataset, split)
 
 
@@ -408,8 +318,8 @@ def _targets(rows, objective: str):
     if objective not in REPORT_SUPERVISED:
         return None
     if "findings" not in rows.column_names:
-        raise ValueError(f"--objective {objective} learns from the paired reports, but the dataset has no 'findings' "
-                         f"column (it has {rows.column_names})")
+        raise UserError(f"--objective {objective} learns from the paired reports, but the dataset has no 'findings' "
+                        f"column (it has {rows.column_names})")
     texts = list(rows["findings"])
     if objective == "labels":
         read = [report_targets(t) for t in texts]
@@ -470,7 +380,7 @@ def stream_id(seed: int, start: int = 0, process: int = 0) -> Union[int, str]:
 
 def _load_checkpoint(folder: Path, model: nn.Module, optimizer, generator: torch.Generator, meta: dict) -> dict:
     """Restore weights, AdamW moments and the mask generator from `folder`; return its state.json."""
-    from .sae.trainer import check_settings, load_training_state, read_checkpoint
+    from .checkpoints import check_settings, load_training_state, read_checkpoint
 
     saved, tensors = read_checkpoint(folder)
     run = ("dataset", "init", "lora")
@@ -490,21 +400,22 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from .sae.trainer import TrainingDiverged, training_state, write_checkpoint
+    from .checkpoints import training_state, write_checkpoint
+    from .sae.trainer import TrainingDiverged
 
     if lora and not init:
-        raise ValueError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
+        raise UserError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
     folder = Path(out)
     checkpoint = folder / "checkpoint"
     recover_folder(checkpoint, "state.json")
     interrupted = (checkpoint / "state.json").exists()
     if interrupted and not resume:
-        raise ValueError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
+        raise UserError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
     if resume and not interrupted and (folder / "pretrain.json").exists():
-        raise ValueError(f"{out} holds a finished backbone, so there is nothing to resume; drop --resume to train "
-                         "it again from scratch, or choose another --out")
+        raise UserError(f"{out} holds a finished backbone, so there is nothing to resume; drop --resume to train "
+                        "it again from scratch, or choose another --out")
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
+        raise UserError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
     backbone, processor = _backbone(config, init)
     if lora:

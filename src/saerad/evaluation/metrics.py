@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.reports import normalize_deid
+from ..errors import UserError
 from ..labeler import OBSERVATIONS, TOP5, label_report
 
 
@@ -27,9 +28,9 @@ def tokenize(text: str) -> list[str]:
 
 def _check(predictions: Sequence[str], references: Sequence[str]) -> None:
     if len(predictions) != len(references):
-        raise ValueError(f"predictions ({len(predictions)}) and references ({len(references)}) differ in length")
+        raise UserError(f"predictions ({len(predictions)}) and references ({len(references)}) differ in length")
     if not len(predictions):
-        raise ValueError("no predictions to score")
+        raise UserError("no predictions to score")
 
 
 def _ngrams(tokens: list, n: int) -> Counter:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..errors import first_line
+
 
 def _load(package: str, factory, weights: str):
     try:
@@ -15,7 +17,7 @@ def _load(package: str, factory, weights: str):
         return factory(module)
     except Exception as err:  # the packages raise hub, file and torch errors alike when weights are absent
         raise LookupError(f"needs the {weights} weights in the local cache; loading them failed: "
-                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                          f"{first_line(err)}") from None
 
 
 def chexbert_f1(predictions: Sequence[str], references: Sequence[str]) -> dict:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..errors import UserError
 from ..outputs import atomic_write
 from .metrics import METRICS
 from .stats import bootstrap_ci, paired_randomization
@@ -92,7 +93,7 @@ def read_predictions(path: str) -> dict:
                 record = json.loads(line)
                 out[str(record["id"])] = record.get("findings") or record.get("report") or ""
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{n}: expected a JSON object with 'id' and 'report' or 'findings'") from None
+                raise UserError(f"{path}:{n}: expected a JSON object with 'id' and 'report' or 'findings'") from None
     return out
 
 
@@ -111,14 +112,14 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
 
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+        raise UserError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
     if model is None and predictions is None:
-        raise ValueError("give --model or --predictions (or both)")
+        raise UserError("give --model or --predictions (or both)")
     if "retrieval" in baselines and model is None:
-        raise ValueError("the retrieval baseline needs --model (it searches the model's embedding space)")
+        raise UserError("the retrieval baseline needs --model (it searches the model's embedding space)")
     data = load_spec(dataset)
     if split not in data:
-        raise ValueError(f"{dataset}: no split {split!r}; it has {sorted(data)}")
+        raise UserError(f"{dataset}: no split {split!r}; it has {sorted(data)}")
     rows = data[split].filter(lambda r: bool(r["findings"] and r["findings"].strip()))
     if limit:
         rows = rows.select(range(min(limit, len(rows))))
@@ -136,7 +137,7 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         given = read_predictions(predictions)
         missing = [i for i in ids if i not in given]
         if missing:
-            raise ValueError(f"{predictions}: no prediction for {len(missing)} ids, e.g. {missing[:3]}")
+            raise UserError(f"{predictions}: no prediction for {len(missing)} ids, e.g. {missing[:3]}")
         systems[Path(predictions).stem] = [given[i] for i in ids]
     if "normal" in baselines:
         from .baselines import NORMAL_REPORT
@@ -146,7 +147,7 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         from .baselines import retrieval_reports
 
         if "train" not in data:
-            raise ValueError(f"{dataset}: the retrieval baseline needs a train split")
+            raise UserError(f"{dataset}: the retrieval baseline needs a train split")
         train = data["train"].filter(lambda r: bool(r["findings"] and r["findings"].strip()))
         bank, _ = _embed_and_generate(model_obj, processor, train["image"], batch_size, "embedding train",
                                       generate=False)

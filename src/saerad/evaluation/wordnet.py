@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..outputs import replace_folder
 from ..paths import cache_dir
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
@@ -39,8 +40,7 @@ def install_from_debian() -> bool:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(DEBIAN_WORDNET, tmp)
     (tmp / "lexnames").write_text("".join(f"{i:02d}\t{name}\n" .replace(" ", "\t") for i, name in enumerate(LEXNAMES)))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    replace_folder(tmp, target)
     return True
 
 

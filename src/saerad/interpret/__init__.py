@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..outputs import atomic_write
 from .describe import Corpus, extractive_description, make_describer, tag_description
 from .mine import load_sae, mine
@@ -31,14 +32,14 @@ def read_reports(source: str, ids: list[str], split: Optional[str] = None) -> li
                         rid = str(record.get("id", len(order)))
                         text = record.get("findings") or record.get("impression") or ""
                     except (json.JSONDecodeError, AttributeError):
-                        raise ValueError(f"{source}:{n}: not a JSON object") from None
+                        raise UserError(f"{source}:{n}: not a JSON object") from None
                     by_id[rid] = text
                     order.append(text)
         if ids == [str(i) for i in range(len(ids))] and len(order) == len(ids) and not set(ids) <= set(by_id):
             return order  # a bare array: line order is row order
         missing = [i for i in ids if i not in by_id]
         if missing:
-            raise ValueError(f"{source}: no report for {len(missing)} embedding ids, e.g. {missing[:3]}")
+            raise UserError(f"{source}: no report for {len(missing)} embedding ids, e.g. {missing[:3]}")
         return [by_id[i] for i in ids]
     from ..data.adapters import load_spec
 
@@ -47,7 +48,7 @@ def read_reports(source: str, ids: list[str], split: Optional[str] = None) -> li
     by_id = {str(r["id"]): r["findings"] or "" for s in splits for r in data[s].remove_columns("image")}
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise ValueError(f"{source}: no row for {len(missing)} embedding ids, e.g. {missing[:3]}")
+        raise UserError(f"{source}: no row for {len(missing)} embedding ids, e.g. {missing[:3]}")
     return [by_id[i] for i in ids]
 
 
@@ -82,7 +83,7 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
     else:
         mask = _holdout_mask(ids, holdout if holdout is not None else 0.1)
         if mask.all() or not mask.any():
-            raise ValueError("the held-out fraction leaves no rows on one side; pass --score-embeddings or --holdout")
+            raise UserError("the held-out fraction leaves no rows on one side; pass --score-embeddings or --holdout")
         train_x, train_texts = x[torch.from_numpy(~mask)], [t for t, m in zip(texts, mask) if not m]
         train_ids = [i for i, m in zip(ids, mask) if not m]
         hx, held_texts = x[torch.from_numpy(mask)], [t for t, m in zip(texts, mask) if m]

@@ -21,7 +21,9 @@ from typing import Optional, Sequence
 from urllib.parse import urlparse
 
 from ..data.reports import normalize_deid, normalize_sentence, split_sentences
+from ..errors import UserError, loading
 from ..labeler import SECTION_OF, is_normal, label_mentions
+from ..outputs import atomic_write
 
 logger = logging.getLogger(__name__)
 PROMPT_VERSION = "saerad-describe-v1"
@@ -165,11 +167,9 @@ class TransformersDescriber(LLMDescriber):
         super().__init__(**kw)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        try:
+        with loading(path, "a causal LM"):
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(path).eval()
-        except OSError as err:
-            raise ValueError(f"{path}: cannot load a causal LM ({str(err).splitlines()[0]})") from None
         self.max_new_tokens = max_new_tokens
 
     def __call__(self, active: Sequence[str], contrast: Sequence[str]) -> str:
@@ -217,10 +217,7 @@ class OpenAIDescriber(LLMDescriber):
             with open(cached) as f:
                 return self.clean(json.load(f)["content"])
         content = self._post(body)
-        tmp = cached + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"prompt_version": PROMPT_VERSION, "content": content}, f)
-        os.replace(tmp, cached)
+        atomic_write(cached, json.dumps({"prompt_version": PROMPT_VERSION, "content": content}))
         return self.clean(content)
 
     def _post(self, body: dict) -> str:
@@ -242,7 +239,7 @@ class OpenAIDescriber(LLMDescriber):
                 last = str(err)
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
-        raise ValueError(f"{self.url}: no usable answer after {self.retries + 1} tries ({last})")
+        raise UserError(f"{self.url}: no usable answer after {self.retries + 1} tries ({last})")
 
 
 def make_describer(name: str, credentialed: bool = False):
@@ -255,4 +252,4 @@ def make_describer(name: str, credentialed: bool = False):
     if kind == "openai" and rest:
         url, _, model = rest.partition("#")
         return OpenAIDescriber(url, model or None, credentialed=credentialed)
-    raise ValueError(f"describer {name!r} not understood; expected extractive, transformers:PATH or openai:URL[#model]")
+    raise UserError(f"describer {name!r} not understood; expected extractive, transformers:PATH or openai:URL[#model]")

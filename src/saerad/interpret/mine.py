@@ -7,7 +7,6 @@ matrix is never held.
 from __future__ import annotations
 
 import json
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -17,17 +16,17 @@ from safetensors.torch import load_file
 
 from modeling_saerad import SparseAutoencoder
 
+from ..errors import MissingInput
+
 
 def load_sae(folder: str) -> tuple[SparseAutoencoder, dict]:
     """The inference SAE written by `saerad train` (input scale folded in) and its `sae_config.json`."""
     path = Path(folder)
     if not (path / "sae_config.json").exists() or not (path / "sae.safetensors").exists():
-        raise FileNotFoundError(f"{folder}: no sae_config.json and sae.safetensors; run `saerad train` first")
+        raise MissingInput(f"{folder}: no sae_config.json and sae.safetensors; run `saerad train` first")
     config = json.loads((path / "sae_config.json").read_text())
-    shape = types.SimpleNamespace(sae_architecture=config["architecture"], k=config["k"] or 1,
-                                  input_scale=config.get("input_scale", 1.0), d_in=config["d_in"],
-                                  d_sae=config["d_sae"], center_inputs=False)
-    sae = SparseAutoencoder(shape)
+    sae = SparseAutoencoder(config["d_in"], config["d_sae"], config["architecture"], config["k"] or 1,
+                            config.get("input_scale", 1.0))
     sae.load_state_dict(load_file(str(path / "sae.safetensors")))
     return sae.eval(), config
 

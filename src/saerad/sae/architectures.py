@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 # ReLU and gated training take the sparse path when at most this fraction of (row, feature) pairs is active (open
 # gates for gated): measured on CPU (ReLU, d_in 192, d_sae 3072, batch 1024) it is 3x faster than the dense step at
 # 0.7%, even near 1.5% and 1.3x slower at 2.3%.
@@ -344,5 +346,5 @@ ARCHITECTURES = {cls.architecture: cls for cls in (GatedSAE, TopKSAE, JumpReLUSA
 def make_sae(architecture: str, d_in: int, d_sae: int, k: int = 32) -> SAE:
     """The training-side SAE of an architecture name."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}")
+        raise UserError(f"architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}")
     return ARCHITECTURES[architecture](d_in, d_sae, k)

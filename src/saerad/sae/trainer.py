@@ -6,97 +6,27 @@ import hashlib
 import json
 import logging
 import math
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..outputs import atomic_save_tensors, atomic_write, recover_folder, replace_folder
+from ..checkpoints import check_settings, load_training_state, read_checkpoint, training_state, write_checkpoint
+from ..configs import DEFAULT_COEF, TrainConfig
+from ..errors import UserError
+from ..outputs import atomic_save_tensors, atomic_write, recover_folder
 from .architectures import SAE, make_sae
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Initial sparsity coefficients for inputs scaled to E||x|| = sqrt(d_in) (the target-L0 controller moves them).
-DEFAULT_COEF = {"gated": 8.0, "relu": 8.0, "jumprelu": 1.0, "topk": 0.0}
 L0_TOLERANCE = 0.25  # a run whose mean L0 ends further than this from target_l0 says so
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train one SAE."""
-
-    architecture: Literal["gated", "topk", "jumprelu", "relu"] = "gated"
-    """SAE architecture; `gated` is the paper's hybrid."""
-    expansion_factor: int = 64
-    """d_sae = d_in * expansion_factor (unless d_sae is given)."""
-    d_sae: Optional[int] = None
-    """Number of features."""
-    k: Optional[int] = None
-    """Active features per input for topk (default: target_l0, else 32)."""
-    target_l0: Optional[float] = None
-    """Steer the sparsity coefficient until the mean L0 settles here (the paper: ~15)."""
-    sparsity_coef: Optional[float] = None
-    """Initial sparsity coefficient (per-architecture default)."""
-    epochs: int = 20
-    """Passes over the embeddings."""
-    batch_size: int = 256
-    """Global batch size (split across processes)."""
-    lr: float = 1e-3
-    """Peak Adam learning rate."""
-    seed: int = 0
-    """Seeds initialisation and data order."""
-    max_steps: Optional[int] = None
-    """Stop after this many steps (the schedule still spans all epochs)."""
-    warmup_frac: float = 0.05
-    """Fraction of steps of linear learning-rate and sparsity-coefficient warm-up."""
-    decay_frac: float = 0.2
-    """Final fraction of steps over which the learning rate decays linearly to zero."""
-    grad_clip: float = 1.0
-    """Gradient-norm clip."""
-    checkpoint_every: int = 0
-    """Write a checkpoint every N steps (0: only at the end)."""
-    log_every: int = 50
-    """Log metrics every N steps."""
-    dead_window: Optional[int] = None
-    """A feature is dead when it did not fire on the last this-many samples (default: one epoch, at most 10^6)."""
-    decoder_bias: Literal["median", "mean"] = "median"
-    """Where b_dec sits: "median" starts it at the embeddings' geometric median and trains it; "mean" fixes it at their
-    mean, so that the most common image (a normal study) is a direction of its own rather than the origin, and gets
-    features (demo: empty test reports 138 -> 24 of 340; docs/demo-backbone.md)."""
-    l0_gain: float = 0.003
-    """Step size of the multiplicative sparsity-coefficient controller used with target_l0."""
-    gate_lr_scale: float = 1.0
-    """Learning-rate multiple of the gated SAE's b_gate (100: the gates close faster)."""
-    magnitude_lr_scale: float = 200.0
-    """Learning-rate multiple of the gated SAE's magnitude path, r_mag and b_mag: at 1x they lag the activations' scale
-    (4 of 256 atoms in R^64, target L0 8: FVU 0.15 at 1x, 0.095 at 100-300x, 0.103 at 500x, 0.18 at 1000x)."""
-
-    def __post_init__(self):
-        if self.architecture not in DEFAULT_COEF:
-            raise ValueError(f"architecture must be one of {sorted(DEFAULT_COEF)}; got {self.architecture!r}")
-        for name in ("expansion_factor", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive; got {self.lr}")
-        if self.decoder_bias not in ("median", "mean"):
-            raise ValueError(f"decoder_bias must be 'median' or 'mean'; got {self.decoder_bias!r}")
-        for name in ("gate_lr_scale", "magnitude_lr_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
-        if self.k is not None and self.k < 1:
-            raise ValueError(f"k must be >= 1; got {self.k}")
-        if self.target_l0 is not None and not self.target_l0 > 0:
-            raise ValueError(f"target_l0 must be positive; got {self.target_l0}")
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 50) -> torch.Tensor:
@@ -118,7 +48,7 @@ class Trainer:
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         x = embeddings.float()
         if not torch.isfinite(x).all():
-            raise ValueError("the embeddings contain NaN or infinite values")
+            raise UserError("the embeddings contain NaN or infinite values")
         n, d_in = x.shape
         # Inputs scaled so that E||x|| = sqrt(d_in); the scale is folded into the exported weights.
         self.scale = float(math.sqrt(d_in) / x.norm(dim=1).mean().clamp_min(1e-12))
@@ -128,7 +58,7 @@ class Trainer:
         world = self.acc.num_processes
         self.batch = min(config.batch_size, n if n < world else n - n % world)
         if self.batch % world:
-            raise ValueError(f"batch_size {self.batch} must be divisible by the number of processes ({world})")
+            raise UserError(f"batch_size {self.batch} must be divisible by the number of processes ({world})")
         self.local = self.batch // world
         self.steps_per_epoch = max(1, n // self.batch)
         self.total_steps = config.epochs * self.steps_per_epoch
@@ -137,7 +67,7 @@ class Trainer:
         k = config.k or (int(round(config.target_l0)) if config.target_l0 else 32)
         d_sae = config.d_sae or d_in * config.expansion_factor
         if config.architecture == "topk" and not 1 <= k <= d_sae:
-            raise ValueError(f"k must be in [1, d_sae={d_sae}]; got {k}")
+            raise UserError(f"k must be in [1, d_sae={d_sae}]; got {k}")
         generator = torch.Generator().manual_seed(config.seed)
         sample = self.x[torch.randperm(n, generator=generator)[:10_000]]
         self.sae: SAE = make_sae(config.architecture, d_in, d_sae, k)
@@ -265,8 +195,8 @@ class Trainer:
             return False
         meta, tensors = found
         if meta.get("embeddings_sha256", self.fingerprint) != self.fingerprint:
-            raise ValueError(f"{folder}: checkpoint was trained on other embeddings than these; resume with the "
-                             "embeddings it was made with, or choose a new --out")
+            raise UserError(f"{folder}: checkpoint was trained on other embeddings than these; resume with the "
+                            "embeddings it was made with, or choose a new --out")
         # A setting added after the checkpoint was written takes its default; before magnitude_lr_scale existed,
         # gate_lr_scale also scaled the magnitude path.
         written = {"magnitude_lr_scale": meta["config"].get("gate_lr_scale", 1.0), **meta["config"]}
@@ -337,66 +267,6 @@ class Trainer:
         return metrics
 
 
-def training_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
-    """A model's weights (`model.NAME`) and its Adam/AdamW moments (`optim.NAME.exp_avg[_sq]`) as CPU tensors, with
-    each parameter's Adam step count."""
-    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-    names = {id(p): name for name, p in model.named_parameters()}
-    adam_steps = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if state:
-                name = names[id(p)]
-                tensors[f"optim.{name}.exp_avg"] = state["exp_avg"].cpu()
-                tensors[f"optim.{name}.exp_avg_sq"] = state["exp_avg_sq"].cpu()
-                adam_steps[name] = float(state["step"])
-    return tensors, adam_steps
-
-
-def load_training_state(model: torch.nn.Module, optimizer, tensors: dict, adam_steps: dict) -> None:
-    """Put back what `training_state` took, the moments on each parameter's device."""
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for name, p in model.named_parameters():
-        if f"optim.{name}.exp_avg" in tensors:
-            optimizer.state[p] = {"step": torch.tensor(adam_steps[name]),
-                                  "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
-                                  "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device)}
-
-
-def write_checkpoint(folder: Path, tensors: dict, meta: dict) -> None:
-    """Replace `folder` with `state.safetensors` + `state.json`; an interruption leaves the previous one whole
-    (`read_checkpoint` puts it back after a kill between the renames)."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-    atomic_write(tmp / "state.json", json.dumps(meta, indent=1))  # written last: its presence means complete
-    replace_folder(tmp, folder)
-
-
-def read_checkpoint(folder: Path) -> Optional[tuple[dict, dict]]:
-    """(state.json, tensors) of a checkpoint folder, recovered after a kill mid-replace; None when there is none."""
-    recover_folder(folder, "state.json")
-    if not (folder / "state.json").exists():
-        return None
-    try:
-        meta = json.loads((folder / "state.json").read_text())
-        tensors = load_file(str(folder / "state.safetensors"))
-    except (OSError, ValueError, SafetensorError) as err:
-        raise ValueError(f"{folder}: the checkpoint is damaged ({str(err).splitlines()[0] if str(err) else err!r}); "
-                         "delete it to start again") from None
-    return meta, tensors
-
-
-def check_settings(folder: Path, saved: dict, current: dict, free: tuple = ()) -> None:
-    """Refuse to resume a checkpoint made with other settings than `current` (keys in `free` may differ)."""
-    diff = sorted(k for k in current if k not in free and saved.get(k) != current[k])
-    if diff:
-        raise ValueError(f"{folder}: checkpoint was made with other settings ({', '.join(diff)}); "
-                         "rerun with the same flags or a new --out")
-
-
 def train(embeddings: str, out: str, config: TrainConfig, resume: bool = False, log_with: Optional[str] = None) -> dict:
     """Train an SAE on an embedding cache (or .npy / .safetensors file) into `out`."""
     from accelerate import Accelerator
@@ -411,7 +281,7 @@ def train(embeddings: str, out: str, config: TrainConfig, resume: bool = False, 
     out_path = Path(out)
     recover_folder(out_path / "checkpoint", "state.json")
     if not resume and (out_path / "checkpoint").exists():
-        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise UserError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=log_with,
                               project_dir=str(out_path) if log_with else None)
     if log_with:
