@@ -50,9 +50,9 @@ def test_demo_runs_every_stage_into_its_workdir_then_reuses_them(mini_iu, backbo
     assert "| sae-rad |" in out and "| oracle |" in out and "Images are phantoms" in out
 
     report = readme_report_command(work)  # the README's `saerad report` line, on this workdir
-    assert len(report) > 4 and main(report[1:]) == 0
+    assert len(report) > 5 and main(report[1:]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert len(payload) == len(report) - 4 and all("sentences" in p for p in payload)
+    assert len(payload) == len(report) - 5 and all("sentences" in p for p in payload)  # images: all but 5 words
 
     assert main(args) == 0  # everything is reused
     again = capsys.readouterr().out

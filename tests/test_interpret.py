@@ -1,7 +1,5 @@
 import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
@@ -9,14 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from saerad.cli import main
-from saerad.interpret.describe import (
-    PROMPT_VERSION,
-    Corpus,
-    OpenAIDescriber,
-    TransformersDescriber,
-    extractive_description,
-    tag_description,
-)
+from saerad.interpret.describe import Corpus, extractive_description, tag_description
 from saerad.interpret.mine import mine
 from saerad.interpret.score import ReportIndex, auroc, score_features
 
@@ -172,104 +163,6 @@ def test_auroc_known_values():
     assert auroc([0, 0, 0, 0], [False, True, False, True]) == 0.5
     assert auroc([0.3, 0.1, 0.2], [True, False, True]) == 1.0
     assert auroc([1, 2], [True, True]) is None
-
-
-def _tiny_causal_lm(path):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    words = "a radiologist feature active contrast findings small left pleural effusion heart normal lungs clear"
-    tok.train_from_iterator([words, "Planted sign is seen ."], trainers.WordLevelTrainer(special_tokens=["[UNK]",
-                                                                                                         "[EOS]"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]")
-    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=16, n_layer=1, n_head=2)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
-def test_transformers_describer_runs_a_local_model_with_the_documented_prompt(tmp_path):
-    _tiny_causal_lm(tmp_path / "lm")
-    describer = TransformersDescriber(str(tmp_path / "lm"), max_new_tokens=8)
-    seen = {}
-    original = describer.model.generate
-
-    def spy(**kwargs):
-        seen["prompt"] = describer.tokenizer.decode(kwargs["input_ids"][0])
-        return original(**kwargs)
-
-    describer.model.generate = spy
-    out = describer(["Small left pleural effusion."], ["Lungs clear."])
-    assert isinstance(out, str)
-    assert "small left pleural effusion" in seen["prompt"].lower() and "lungs clear" in seen["prompt"].lower()
-    prompt = describer.prompt(["Small left pleural effusion."], ["Lungs clear."])
-    assert "ACTIVE:\n- Small left pleural effusion." in prompt and "CONTRAST:\n- Lungs clear." in prompt
-
-
-class _ChatServer(BaseHTTPRequestHandler):
-    requests: list = []
-    fail_first = 1
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-        if type(self).fail_first > 0:
-            type(self).fail_first -= 1
-            self.send_response(503)
-            self.end_headers()
-            return
-        payload = json.dumps({"choices": [{"message": {"content": "Small left pleural effusion. Extra words."}}]})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(payload.encode())
-
-    def log_message(self, *args):
-        pass
-
-
-def test_openai_describer_request_retries_and_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    server = HTTPServer(("127.0.0.1", 0), _ChatServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/v1"
-        describer = OpenAIDescriber(url, "tiny-model", backoff=0.01, cache_dir=str(tmp_path / "cache"))
-        answer = describer(["Small left pleural effusion."], ["Lungs clear."])
-        assert answer == "Small left pleural effusion. Extra words."
-        assert len(_ChatServer.requests) == 2  # one 503, then the answer
-        request = _ChatServer.requests[-1]
-        assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer sk-test"
-        assert request["body"]["model"] == "tiny-model" and request["body"]["temperature"] == 0
-        assert "Small left pleural effusion." in request["body"]["messages"][0]["content"]
-        again = OpenAIDescriber(url, "tiny-model", cache_dir=str(tmp_path / "cache"))
-        assert again(["Small left pleural effusion."], ["Lungs clear."]).startswith("Small left")
-        assert len(_ChatServer.requests) == 2  # served from the cache
-        cached = json.loads(next((tmp_path / "cache").glob("*.json")).read_text())
-        assert cached["prompt_version"] == PROMPT_VERSION
-    finally:
-        server.shutdown()
-
-
-def test_openai_describer_gives_up_with_a_clear_error(tmp_path):
-    describer = OpenAIDescriber("http://127.0.0.1:9/v1", retries=1, backoff=0.01, cache_dir=str(tmp_path), timeout=2)
-    with pytest.raises(ValueError, match="no usable answer after 2 tries"):
-        describer(["a"], ["b"])
-
-
-def test_credentialed_text_to_a_remote_endpoint_is_warned_about(tmp_path, caplog):
-    import logging
-
-    with caplog.at_level(logging.WARNING, logger="saerad.interpret.describe"):
-        OpenAIDescriber("https://llm.example.org/v1", cache_dir=str(tmp_path), credentialed=True)
-        OpenAIDescriber("http://localhost:8000/v1", cache_dir=str(tmp_path), credentialed=True)
-        OpenAIDescriber("https://llm.example.org/v1", cache_dir=str(tmp_path), credentialed=False)
-    warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and "llm.example.org" in warnings[0] and "data use agreement" in warnings[0]
 
 
 def test_a_feature_of_the_normal_images_is_described_and_scored_as_no_finding():

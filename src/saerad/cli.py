@@ -208,7 +208,6 @@ def interpret_parser(p: argparse.ArgumentParser) -> None:
                    help="AUROC below which a feature is marked")
     p.add_argument("--min-score-support", type=int, default=d["min_score_support"],
                    help="held-out rows a feature must fire on (and be silent on) to be scored")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seeds the held-out draw")
     p.add_argument("--out", required=True, help="folder for feature_dictionary.json and interpret_metrics.json")
     _writes(p, "interpret")
 
@@ -220,7 +219,7 @@ def cmd_interpret(args: argparse.Namespace) -> int:
 
     metrics = interpret(args.sae, args.embeddings, args.reports, args.out, describer=args.describer,
                         top_k=args.top_k, score_embeddings=args.score_embeddings, holdout=args.holdout,
-                        score_threshold=args.score_threshold, min_score_support=args.min_score_support, seed=args.seed)
+                        score_threshold=args.score_threshold, min_score_support=args.min_score_support)
     print(" ".join(f"{k}={v}" for k, v in metrics.items()))
     return 0
 

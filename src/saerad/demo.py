@@ -110,16 +110,8 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
              backbone: Optional[str] = None, pooling: str = POOLING) -> dict:
     """Run (or resume) the demo in `workdir` and print examples and the results table; `backbone` (default: the
     committed phantom backbone) and `pooling` choose the embedding."""
-    from datasets import load_from_disk
-
-    from .data.adapters import load_iu_phantom, save_dataset
-    from .embed import embed
-    from .evaluation.runner import markdown_table, run_evaluation
-    from .generate import load_model
-    from .hub import build, render_card
-    from .interpret import interpret
+    from .evaluation.runner import markdown_table
     from .paths import cache_dir
-    from .sae import TrainConfig, train
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     work = Path(workdir) if workdir else cache_dir(WORKDIR)
@@ -128,17 +120,47 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
     backbone = backbone or str(BACKBONE)
     check_workdir(work, backbone, pooling)
     start = time.perf_counter()
+    dataset = _data_stage(work)
+    for split in ("train", "validation"):
+        _embed_stage(work, backbone, named, split, pooling)
+    _sae_stage(work)
+    _interpret_stage(work)
+    _model_stage(work, backbone)
+    results = _evaluation_stage(work, baselines)
+    _examples_stage(work, dataset["test"])
+    print("\n== results: test split\n")
+    print(markdown_table(results), end="")
+    print("\n" + report_summary(work / "predictions.jsonl"))
+    print("\nImages are phantoms drawn from each report's MeSH tags; text is real IU X-ray report text. "
+          + backbone_statement(backbone) + f"\nEverything is in {work} ({time.perf_counter() - start:.0f} s).")
+    return results
+
+
+def _data_stage(work: Path):
+    """IU-phantom saved in the workdir (built once)."""
+    from datasets import load_from_disk
+
+    from .data.adapters import load_iu_phantom, save_dataset
+
     data = work / "data"
     _stage("data: IU-phantom (real IU report text, phantom images)", (data / "dataset_dict.json").exists())
     if not (data / "dataset_dict.json").exists():
         save_dataset(load_iu_phantom(), str(data), report={"spec": "iu-phantom"})
     dataset = load_from_disk(str(data))
     print(", ".join(f"{k} {len(v)}" for k, v in dataset.items()))
+    return dataset
 
-    for split in ("train", "validation"):
-        out = work / "embeddings" / split
-        _stage(f"embeddings: {split} with {named}, {pooling} pooling", (out / "manifest.json").exists())
-        embed(backbone, str(data), split, str(out), pooling=pooling, num_workers=2)
+
+def _embed_stage(work: Path, backbone: str, named: str, split: str, pooling: str) -> None:
+    from .embed import embed
+
+    out = work / "embeddings" / split
+    _stage(f"embeddings: {split} with {named}, {pooling} pooling", (out / "manifest.json").exists())
+    embed(backbone, str(work / "data"), split, str(out), pooling=pooling, num_workers=2)
+
+
+def _sae_stage(work: Path) -> None:
+    from .sae import TrainConfig, train
 
     sae = work / "sae"
     sae_name = (f"{SAE_SETTINGS['architecture']}, x{SAE_SETTINGS['expansion_factor']}, "
@@ -150,51 +172,64 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
     training = json.loads((sae / "training_metrics.json").read_text())
     print(f"L0 {training['l0']:.1f}  FVU {training['fvu']:.3f}  dead fraction {training['dead_fraction']:.3f}")
 
+
+def _interpret_stage(work: Path) -> None:
+    from .interpret import interpret
+
     interp = work / "interpret"
     _stage("interpret: extractive descriptions, scored on validation", (interp / "interpret_metrics.json").exists())
     if not (interp / "interpret_metrics.json").exists():
-        interpret(str(sae), str(work / "embeddings" / "train"), str(data), str(interp),
+        interpret(str(work / "sae"), str(work / "embeddings" / "train"), str(work / "data"), str(interp),
                   score_embeddings=str(work / "embeddings" / "validation"))
     metrics = json.loads((interp / "interpret_metrics.json").read_text())
     median = metrics["median_auroc"]  # None when no feature fired often enough on validation to be scored
     print(f"live features {metrics['n_live']}, median AUROC {'n/a' if median is None else f'{median:.3f}'}, "
           f"{metrics['frac_live_auroc_ge_0_75']:.0%} of live features at AUROC >= 0.75")
 
-    model_dir = work / "model"
+
+def _model_stage(work: Path, backbone: str) -> None:
     import modeling_saerad
 
+    from .hub import build
+
+    model_dir = work / "model"
     # a folder cached by an older saerad carries older remote code (the Space needs the current one): rebuilt
     current = (model_dir / "modeling_saerad.py").is_file() and (
         (model_dir / "modeling_saerad.py").read_bytes() == Path(modeling_saerad.__file__).read_bytes())
     _stage("model: assembled folder with its card", current)
     if not current:
-        build(backbone, str(sae), str(interp / "feature_dictionary.json"), str(model_dir),
+        build(backbone, str(work / "sae"), str(work / "interpret" / "feature_dictionary.json"), str(model_dir),
               title="SAE-Rad demo on IU-phantom (phantom images, not for real radiographs)", overwrite=True)
 
-    predictions = work / "predictions.jsonl"
-    results_path = work / "results.json"
+
+def _evaluation_stage(work: Path, baselines: tuple) -> dict:
+    from .evaluation.runner import run_evaluation
+    from .hub import render_card
+
+    model_dir, predictions, results_path = work / "model", work / "predictions.jsonl", work / "results.json"
     cached = (results_path.exists() and predictions.exists()
               and results_path.stat().st_mtime > (model_dir / "config.json").stat().st_mtime)
     _stage("evaluation: test split, with baselines", cached)
     if cached:
-        results = json.loads(results_path.read_text())
-    else:
-        results = run_evaluation(str(data), "test", model=str(model_dir), baselines=baselines, out=str(work))
-        render_card(str(model_dir), results)
+        return json.loads(results_path.read_text())
+    results = run_evaluation(str(work / "data"), "test", model=str(model_dir), baselines=baselines, out=str(work))
+    render_card(str(model_dir), results)
+    return results
+
+
+def _examples_stage(work: Path, test) -> None:
+    """Print the chosen test reports beside the real ones, each sentence with its features; save their images."""
+    from .generate import generate, load_model, why_empty
 
     _stage("examples: generated vs real on test images", False)
-    from .generate import generate, why_empty
-
-    test = dataset["test"]
-    written_by_id = system_reports(predictions)  # the evaluation wrote every test report: pick from those
+    written_by_id = system_reports(work / "predictions.jsonl")  # the evaluation wrote every test report
     reports = [written_by_id.get(str(i), "") for i in test["id"]]
     chosen = pick_examples(reports)
     written = sum(bool(r) for r in reports)
     shown = sum(bool(reports[i]) for i in chosen)
     print(f"SAE-Rad wrote a report for {written} of {len(test)} test images. Shown: the first {shown} with distinct "
           f"reports" + (f", then {len(chosen) - shown} empty" if len(chosen) > shown else "") + ".")
-    model, processor = load_model(str(model_dir))
-    features = model.features
+    model, processor = load_model(str(work / "model"))
     examples = work / "examples"  # the shown test images, for `saerad report`
     examples.mkdir(exist_ok=True)
     for i, result in zip(chosen, generate(model, processor, [test[i]["image"] for i in chosen])):
@@ -209,16 +244,8 @@ def run_demo(workdir: Optional[str] = None, baselines: tuple = ("normal", "retri
                 print(f"  {s['text']}")
                 pairs = sorted(zip(s["feature_ids"], s["activations"]), key=lambda p: -p[1])
                 for f, a in pairs[:FEATURES_SHOWN]:
-                    print("    " + feature_line(features.get(f, {"id": f}), a))
+                    print("    " + feature_line(model.features.get(f, {"id": f}), a))
                 if len(pairs) > FEATURES_SHOWN:
                     print(f"    ... and {len(pairs) - FEATURES_SHOWN} more features")
         if result["impression"]:
             print(f"IMPRESSION: {result['impression']}")
-
-    print("\n== results: test split\n")
-    print(markdown_table(results), end="")
-    print("\n" + report_summary(predictions))
-    print("\nImages are phantoms drawn from each report's MeSH tags; text is real IU X-ray report text. "
-          + backbone_statement(backbone) + f"\nEverything is in {work} ({time.perf_counter() - start:.0f} s).")
-    return results
-

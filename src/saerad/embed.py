@@ -87,7 +87,6 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
     from tqdm.auto import tqdm
 
     from configuration_saerad import POOLINGS
-    from modeling_saerad import pool_backbone_output
 
     from .data.adapters import load_split
 
@@ -120,17 +119,7 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
         differ = _differences(manifest, settings)
         raise UserError(f"{folder} holds an embedding cache made with other settings ({differ}); choose another --out")
     n_shards = max(1, math.ceil(len(ids) / shard_size))
-
-    def done(index: int) -> bool:
-        path = folder / _shard_name(index)
-        if not path.exists():
-            return False
-        try:
-            with safe_open(str(path), "pt") as f:
-                return json.loads((f.metadata() or {}).get("saerad", "{}")).get("settings_key") == key
-        except Exception:  # a damaged shard (SafetensorError, bad metadata JSON) is embedded again
-            return False
-
+    done = lambda index: _shard_done(folder / _shard_name(index), key)  # noqa: E731
     todo = [i for i in range(n_shards) if i % acc.num_processes == acc.process_index and not done(i)]
     if max_shards is not None:
         todo = todo[:max_shards]
@@ -141,27 +130,50 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
         loader = torch.utils.data.DataLoader(
             _Rows(rows.select(range(start, end))), batch_size=batch_size, num_workers=num_workers,
             collate_fn=lambda images: processor(images=images, return_tensors="pt")["pixel_values"])
-        chunks = []
-        with torch.no_grad():
-            for pixels in loader:
-                outputs = model(pixel_values=pixels.to(acc.device))
-                chunks.append(pool_backbone_output(outputs, pooling, model.config).float().cpu())
-                bar.update(len(pixels))
-        path = folder / _shard_name(index)
-        atomic_save_tensors({"embeddings": torch.cat(chunks).to(DTYPES[dtype])}, path,
+        vectors = _pool(model, loader, pooling, acc.device, bar)
+        atomic_save_tensors({"embeddings": vectors.to(DTYPES[dtype])}, folder / _shard_name(index),
                             metadata={"saerad": json.dumps({"settings_key": key, "rows": [start, end]})})  # one key
     bar.close()
     acc.wait_for_everyone()
     if acc.is_main_process and all(done(i) for i in range(n_shards)):
-        shards = [{"file": _shard_name(i), "rows": [i * shard_size, min(len(ids), (i + 1) * shard_size)],
-                   "sha256": _sha256(folder / _shard_name(i))} for i in range(n_shards)]
-        with safe_open(str(folder / _shard_name(0)), "pt") as f:
-            d = f.get_slice("embeddings").get_shape()[1]
-        manifest = {**settings, "settings_key": key, "d": d, "ids": ids, "shards": shards, "complete": True,
-                    "saerad_version": __version__}
-        atomic_write(manifest_path, json.dumps(manifest, indent=1))
+        _write_manifest(folder, {**settings, "settings_key": key}, ids, n_shards)
     acc.wait_for_everyone()
     return folder
+
+
+def _shard_done(path: Path, key: str) -> bool:
+    """Whether a shard exists whole and was made with these settings."""
+    if not path.exists():
+        return False
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {}).get("saerad", "{}")).get("settings_key") == key
+    except Exception:  # a damaged shard (SafetensorError, bad metadata JSON) is embedded again
+        return False
+
+
+@torch.no_grad()
+def _pool(model, loader, pooling: str, device, bar) -> torch.Tensor:
+    """The pooled embedding of every image the loader yields, in order, as float32 on the CPU."""
+    from modeling_saerad import pool_backbone_output
+
+    chunks = []
+    for pixels in loader:
+        outputs = model(pixel_values=pixels.to(device))
+        chunks.append(pool_backbone_output(outputs, pooling, model.config).float().cpu())
+        bar.update(len(pixels))
+    return torch.cat(chunks)
+
+
+def _write_manifest(folder: Path, settings: dict, ids: list, n_shards: int) -> None:
+    """The manifest, written last: it lists every shard with its rows and checksum, and marks the cache complete."""
+    size = settings["shard_size"]
+    shards = [{"file": _shard_name(i), "rows": [i * size, min(len(ids), (i + 1) * size)],
+               "sha256": _sha256(folder / _shard_name(i))} for i in range(n_shards)]
+    with safe_open(str(folder / _shard_name(0)), "pt") as f:
+        d = f.get_slice("embeddings").get_shape()[1]
+    manifest = {**settings, "d": d, "ids": ids, "shards": shards, "complete": True, "saerad_version": __version__}
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def _differences(saved: dict, settings: dict) -> str:

@@ -403,28 +403,11 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     from .checkpoints import training_state, write_checkpoint
     from .sae.trainer import TrainingDiverged
 
-    if lora and not init:
-        raise UserError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
     folder = Path(out)
     checkpoint = folder / "checkpoint"
-    recover_folder(checkpoint, "state.json")
-    interrupted = (checkpoint / "state.json").exists()
-    if interrupted and not resume:
-        raise UserError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
-    if resume and not interrupted and (folder / "pretrain.json").exists():
-        raise UserError(f"{out} holds a finished backbone, so there is nothing to resume; drop --resume to train "
-                        "it again from scratch, or choose another --out")
-    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UserError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
+    interrupted = _check_run(folder, config, init, lora, resume)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
-    backbone, processor = _backbone(config, init)
-    if lora:
-        from peft import LoraConfig, get_peft_model
-
-        backbone = get_peft_model(backbone, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
-                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    torch.manual_seed(config.seed + 1)
-    model = MaskedImageModel(backbone, config)
+    model, processor = _model(config, init, lora)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -434,33 +417,9 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     start, history, resumed_at, validation = 0, [], [], []
     best = {"loss": None, "step": None, "weights": None}  # early stopping: the lowest validation loss so far
     if resume and interrupted:
-        saved = _load_checkpoint(checkpoint, inner, optimizer, generator, meta)
-        start, history = saved["step"], saved["history_tail"]
-        resumed_at = [*saved.get("resumed_at", []), start]
-        validation = saved.get("validation", [])
-        if saved.get("best_step"):
-            best.update(step=saved["best_step"], loss=min(v["loss"] for v in validation),
-                        weights={k[5:]: v for k, v in saved["tensors"].items() if k.startswith("best.")})
+        start, history, resumed_at, validation, best = _restore(checkpoint, inner, optimizer, generator, meta)
 
-    train = pretrain_split(dataset, "train")
-    stream = stream_id(config.seed, start, accelerator.process_index)
-    if dataset.startswith("iu-phantom"):
-        images = PhantomStream([r["phantom_findings"] for r in train.select_columns(["phantom_findings"])],
-                               config.image_size + config.image_size // 8, stream)
-    else:
-        images = ImageStream(train, stream)
-    rng = random.Random(stream)
-    targets = _targets(train, config.objective)
-
-    def collate(batch):
-        if config.objective == "vicreg":
-            views = [_strong_augment(im, rng) for _ in range(2) for im, _ in batch]
-            return processor(images=views, return_tensors="pt")["pixel_values"], None
-        pixels = processor(images=[_augment(im, rng) for im, _ in batch], return_tensors="pt")["pixel_values"]
-        return pixels, None if targets is None else targets([row for _, row in batch])
-
-    loader = torch.utils.data.DataLoader(images, batch_size=config.batch_size, num_workers=config.num_workers,
-                                         collate_fn=collate)
+    loader = _train_loader(dataset, config, processor, stream_id(config.seed, start, accelerator.process_index))
     evaluate = _validation_loss(dataset, config, processor, accelerator) if config.eval_every else None
     warm = max(1, config.steps // 20)
     last = min(config.steps, config.max_steps or config.steps)
@@ -477,18 +436,14 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     bar = tqdm(total=config.steps, initial=start, desc=f"pretraining ({config.objective})", unit="step",
                disable=not accelerator.is_local_main_process)
     for step, (pixels, batch_targets) in zip(range(start, last), loader):
-        lr = config.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = config.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
         with accelerator.autocast():
             losses = model(pixels.to(accelerator.device), generator, _to(batch_targets, accelerator.device))
         if not torch.isfinite(losses["loss"]):
             raise TrainingDiverged(f"pretraining diverged at step {step}: the loss is {losses['loss'].item()}; "
                                    f"lower --lr (the last checkpoint, if any, in {checkpoint} is intact)")
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(losses["loss"])
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        _optimise(losses["loss"], params, optimizer, accelerator)
         history.append({k: float(v.detach()) for k, v in losses.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
@@ -509,28 +464,100 @@ def pretrain(dataset: str, out: str, config: PretrainConfig, init: Optional[str]
     if lora:
         backbone = backbone.merge_and_unload()
     tail = history[-min(50, len(history)):]
-    summary = {
-        "objective": OBJECTIVES[config.objective],
-        "dataset": dataset, "init": init, "lora": lora, "config": asdict(config),
-        "final_loss": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]} if tail else None,
-        "validation": validation, "exported_step": best["step"] or config.steps,
-        "command": command, "resumed_at": resumed_at,
-    }
+    summary = {"objective": OBJECTIVES[config.objective], **{k: meta[k] for k in ("dataset", "init", "lora", "config")},
+               "final_loss": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]} if tail else None,
+               "validation": validation, "exported_step": best["step"] or config.steps,
+               "command": command, "resumed_at": resumed_at}
     if accelerator.is_main_process:
-        folder.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
-        try:  # saved aside, then moved in, pretrain.json last: no weight file is ever half-written under its name
-            backbone.save_pretrained(staged)
-            processor.save_pretrained(staged)
-            (staged / "README.md").write_text(_card(summary))
-            for path in sorted(staged.iterdir()):
-                os.replace(path, folder / path.name)
-            atomic_write(folder / "pretrain.json", json.dumps(summary, indent=1))
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-        shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: the folder is a plain backbone again
+        _export(folder, backbone, processor, summary)
     accelerator.wait_for_everyone()
     return summary
+
+
+def _optimise(loss: torch.Tensor, params: list, optimizer, accelerator) -> None:
+    """One optimiser step on `loss`, gradients clipped at norm 1."""
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+
+
+def _model(config: PretrainConfig, init: Optional[str], lora: bool) -> tuple:
+    """The backbone (LoRA-wrapped with `lora`) inside the masked-image model that trains it, and its processor."""
+    backbone, processor = _backbone(config, init)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        backbone = get_peft_model(backbone, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    torch.manual_seed(config.seed + 1)
+    return MaskedImageModel(backbone, config), processor
+
+
+def _restore(checkpoint: Path, inner: nn.Module, optimizer, generator: torch.Generator, meta: dict) -> tuple:
+    """(start step, loss history, resumed-at steps, validation losses, best weights) of an interrupted run."""
+    saved = _load_checkpoint(checkpoint, inner, optimizer, generator, meta)
+    start, validation = saved["step"], saved.get("validation", [])
+    best = {"loss": None, "step": None, "weights": None}
+    if saved.get("best_step"):
+        best.update(step=saved["best_step"], loss=min(v["loss"] for v in validation),
+                    weights={k[5:]: v for k, v in saved["tensors"].items() if k.startswith("best.")})
+    return start, saved["history_tail"], [*saved.get("resumed_at", []), start], validation, best
+
+
+def _check_run(folder: Path, config: PretrainConfig, init: Optional[str], lora: bool, resume: bool) -> bool:
+    """Refuse what cannot run, before any work; whether `folder` holds an interrupted run (to resume)."""
+    if lora and not init:
+        raise UserError("--lora adapts an existing backbone: pass --init ID_OR_PATH")
+    recover_folder(folder / "checkpoint", "state.json")
+    interrupted = (folder / "checkpoint" / "state.json").exists()
+    if interrupted and not resume:
+        raise UserError(f"{folder} already holds a pretraining run; pass --resume to continue it or choose another "
+                        "--out")
+    if resume and not interrupted and (folder / "pretrain.json").exists():
+        raise UserError(f"{folder} holds a finished backbone, so there is nothing to resume; drop --resume to train "
+                        "it again from scratch, or choose another --out")
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no")
+    return interrupted
+
+
+def _train_loader(dataset: str, config: PretrainConfig, processor, stream: Union[int, str]):
+    """Batches of (augmented pixels, the objective's targets or None) from the train split, as stream `stream`."""
+    train = pretrain_split(dataset, "train")
+    if dataset.startswith("iu-phantom"):
+        images = PhantomStream([r["phantom_findings"] for r in train.select_columns(["phantom_findings"])],
+                               config.image_size + config.image_size // 8, stream)
+    else:
+        images = ImageStream(train, stream)
+    rng = random.Random(stream)
+    targets = _targets(train, config.objective)
+
+    def collate(batch):
+        if config.objective == "vicreg":
+            views = [_strong_augment(im, rng) for _ in range(2) for im, _ in batch]
+            return processor(images=views, return_tensors="pt")["pixel_values"], None
+        pixels = processor(images=[_augment(im, rng) for im, _ in batch], return_tensors="pt")["pixel_values"]
+        return pixels, None if targets is None else targets([row for _, row in batch])
+
+    return torch.utils.data.DataLoader(images, batch_size=config.batch_size, num_workers=config.num_workers,
+                                       collate_fn=collate)
+
+
+def _export(folder: Path, backbone, processor, summary: dict) -> None:
+    """The finished backbone, its processor and card into `folder`, pretrain.json last; the checkpoint removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
+    try:  # saved aside, then moved in, pretrain.json last: no weight file is ever half-written under its name
+        backbone.save_pretrained(staged)
+        processor.save_pretrained(staged)
+        (staged / "README.md").write_text(_card(summary))
+        for path in sorted(staged.iterdir()):
+            os.replace(path, folder / path.name)
+        atomic_write(folder / "pretrain.json", json.dumps(summary, indent=1))
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # the run is complete: the folder is a plain backbone
 
 
 def _card(summary: dict) -> str:

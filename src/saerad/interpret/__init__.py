@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +11,7 @@ import torch
 
 from ..errors import UserError
 from ..outputs import atomic_write
-from .describe import Corpus, extractive_description, make_describer, tag_description
+from .describe import Corpus, Description, Feature, make_describer, tag_description
 from .mine import load_sae, mine
 from .score import MIN_SUPPORT, ReportIndex, score_features
 
@@ -63,9 +62,32 @@ def _activations(sae, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
     return torch.cat([sae.encode(sae.normalize(x[s : s + batch].float())) for s in range(0, len(x), batch)]).numpy()
 
 
+def _record(feature: dict, description: Description) -> None:
+    """Write a description, its source and the labeler's reading of it into a dictionary entry."""
+    feature["description"], feature["description_source"] = description.text, description.source
+    if description.rejected:
+        feature["llm_rejected"] = {"reason": description.rejected, "answer": description.answer}
+    if description.text:
+        feature["findings"], feature["section"] = tag_description(description.text)
+
+
+def _metrics(features: list[dict]) -> dict:
+    """How many features are live, described and scored, how well, and how the LLM's answers fared."""
+    scores = [f["score"] for f in features if "dead" not in f["flags"] and f["score"] is not None]
+    live = [f for f in features if "dead" not in f["flags"]]
+    return {
+        "n_features": len(features), "n_live": len(live), "n_described": sum(bool(f["description"]) for f in features),
+        "n_scored": len(scores), "n_low_support": sum("low_support" in f["flags"] for f in live),
+        "median_auroc": float(np.median(scores)) if scores else None,
+        "frac_live_auroc_ge_0_75": (sum(s >= 0.75 for s in scores) / len(live)) if live else 0.0,
+        "n_llm": sum(f["description_source"] == "llm" for f in features),
+        "n_llm_rejected": sum(f["description_source"] == "extractive_fallback" for f in features),
+    }
+
+
 def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: str = "extractive",
               top_k: int = 32, score_embeddings: Optional[str] = None, holdout: Optional[float] = None,
-              score_threshold: float = SCORE_THRESHOLD, min_score_support: int = MIN_SUPPORT, seed: int = 0) -> dict:
+              score_threshold: float = SCORE_THRESHOLD, min_score_support: int = MIN_SUPPORT) -> dict:
     """Mine, describe and score every feature; write `feature_dictionary.json` and `interpret_metrics.json`."""
     from tqdm.auto import tqdm
 
@@ -74,7 +96,7 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
     sae, sae_config = load_sae(sae_dir)
     x, ids = load_embeddings(embeddings)
     manifest = read_manifest(embeddings) or {}
-    llm = make_describer(describer, credentialed=str(manifest.get("dataset", "")).startswith("mimic-cxr"))
+    describe = make_describer(describer, credentialed=str(manifest.get("dataset", "")).startswith("mimic-cxr"))
     texts = read_reports(reports, ids, manifest.get("split"))
     if score_embeddings:
         hx, hids = load_embeddings(score_embeddings)
@@ -87,49 +109,37 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
         train_x, train_texts = x[torch.from_numpy(~mask)], [t for t, m in zip(texts, mask) if not m]
         train_ids = [i for i, m in zip(ids, mask) if not m]
         hx, held_texts = x[torch.from_numpy(mask)], [t for t, m in zip(texts, mask) if m]
-    mined = mine(sae, train_x, k=top_k, keep_firing=llm is None)
-    firing = mined.firing_rows() if llm is None else None
-    corpus = Corpus(train_texts)
-    rng = random.Random(seed)
-    features = []
-    for fid in tqdm(range(sae.W_enc.shape[1]), desc=f"describing ({describer})", unit="feature"):
+    mined = mine(sae, train_x, k=top_k, keep_firing=True)
+    corpus, firing = Corpus(train_texts), mined.firing_rows()
+    features, described = [], []
+    for fid in range(sae.W_enc.shape[1]):
         exemplars = mined.exemplars(fid)
         frequency = float(mined.frequency[fid])
         flags = ["dead"] if not exemplars else ["ultra_dense"] if frequency > ULTRA_DENSE else []
-        description = ""
-        if not flags:
-            rows = [r for r, _ in exemplars]
-            if llm is None:
-                description = extractive_description(corpus, rows, firing=firing[fid])
-            else:
-                active = set(rows)
-                quiet = [r for r in range(len(train_texts)) if r not in active]
-                contrast = [train_texts[r] for r in rng.sample(quiet, min(len(quiet), len(rows)))]
-                description = llm([train_texts[r] for r in rows], contrast)
-        findings, section = tag_description(description) if description else ([], "other")
         features.append({
-            "id": fid, "description": description, "section": section, "findings": findings, "score": None,
-            "frequency": frequency, "mean_activation": float(mined.mean_activation[fid]),
+            "id": fid, "description": "", "description_source": None, "section": "other", "findings": [],
+            "score": None, "frequency": frequency, "mean_activation": float(mined.mean_activation[fid]),
             "max_activation": float(mined.max_activation[fid]),
             "exemplars": [train_ids[r] for r, _ in exemplars],
             "exemplar_activations": [a for _, a in exemplars], "flags": flags,
         })
+        if not flags:
+            described.append(Feature(fid, [r for r, _ in exemplars], firing[fid]))
+    chunk = max(1, getattr(describe, "batch_size", 64))
+    with tqdm(total=len(described), desc=f"describing ({describer})", unit="feature") as bar:
+        for start in range(0, len(described), chunk):
+            batch = described[start : start + chunk]
+            for f, d in zip(batch, describe(corpus, batch)):
+                _record(features[f.id], d)
+            bar.update(len(batch))
     score_features(features, _activations(sae, hx), ReportIndex(held_texts), min_support=min_score_support)
     for feature in features:
         if feature["description"] and feature["score"] is None:
             feature["flags"].append("low_support")
         elif feature["description"] and feature["score"] < score_threshold:
             feature["flags"].append("low_score")
-    scores = [f["score"] for f in features if "dead" not in f["flags"] and f["score"] is not None]
-    live = [f for f in features if "dead" not in f["flags"]]
-    metrics = {
-        "n_features": len(features), "n_live": len(live), "n_described": sum(bool(f["description"]) for f in features),
-        "n_scored": len(scores), "n_low_support": sum("low_support" in f["flags"] for f in live),
-        "min_score_support": min_score_support, "median_auroc": float(np.median(scores)) if scores else None,
-        "frac_live_auroc_ge_0_75": (sum(s >= 0.75 for s in scores) / len(live)) if live else 0.0,
-        "score_threshold": score_threshold, "describer": describer, "n_train": len(train_texts),
-        "n_heldout": len(held_texts),
-    }
+    metrics = {**_metrics(features), "min_score_support": min_score_support, "score_threshold": score_threshold,
+               "describer": describer, "n_train": len(train_texts), "n_heldout": len(held_texts)}
     dictionary = {"schema_version": 1, "describer": describer, "score_threshold": score_threshold,
                   "sae": {k: sae_config.get(k) for k in ("architecture", "d_in", "d_sae", "k")}, "features": features}
     folder = Path(out)

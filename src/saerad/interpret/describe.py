@@ -1,49 +1,31 @@
 """Describers: exemplar reports of one feature -> a short radiological description.
 
-`extractive` (default, offline, deterministic) states the single statement of the training reports (one finding with
-its presence and side, or one finding-free sentence) that best predicts where the feature fires, in the reports' own
-words.
-`transformers:PATH` and `openai:URL[#model]` ask an LLM with a versioned prompt.
+Every describer is one callable, `describer(corpus, features) -> [Description]`. `extractive` (default, offline,
+deterministic) states the single statement of the training reports (one finding with its presence and side, or one
+finding-free sentence) that best predicts where the feature fires, in the reports' own words. `transformers:PATH` and
+`openai:URL[#model]` (saerad.interpret.llm) ask an LLM, and every answer passes a guard or is replaced by the
+extractive description.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from typing import Optional, Sequence
-from urllib.parse import urlparse
 
 from ..data.reports import normalize_deid, normalize_sentence, split_sentences
-from ..errors import UserError, loading
+from ..errors import UserError
 from ..labeler import SECTION_OF, is_normal, label_mentions
-from ..outputs import atomic_write
 
-logger = logging.getLogger(__name__)
-PROMPT_VERSION = "saerad-describe-v1"
-PROMPT = """You are a radiologist. A feature of a chest X-ray model fires strongly on the studies whose FINDINGS are \
-listed under ACTIVE, and not on those under CONTRAST. Write the one radiological finding that the ACTIVE reports share \
-and the CONTRAST reports lack, as one to three short sentences in the style of a chest X-ray report, stating \
-laterality and severity only where the ACTIVE reports agree. Write only the sentences.
-
-ACTIVE:
-{active}
-
-CONTRAST:
-{contrast}
-"""
+# Whole words for the devices (a bare "port" would file "report", "support" and "portion" there); word starts else.
 _KEYWORD_SECTIONS = [
-    (r"catheter|tube|line|pacemaker|pacer|wire|device|clip|stent|port|lead", "devices"),
-    (r"pleura|effusion|pneumothora|costophrenic", "pleura"),
-    (r"heart|cardiac|cardio|mediastin|aort|hilar|hila", "heart/mediastinum"),
-    (r"bone|rib|spine|spinal|osseous|vertebra|clavicle|fracture|degenerative|scoliosis|kyphosis|sternotomy", "bones"),
-    (r"lung|pulmonary|airspace|opaci|nodule|granuloma|atelecta|consolidat|edema|inflat|emphysema|interstitial",
+    (r"\b(?:catheters?|tubes?|lines?|pacemakers?|pacers?|wires?|devices?|clips?|stents?|ports?|leads?)\b", "devices"),
+    (r"\b(?:pleura|effusion|pneumothora|costophrenic)", "pleura"),
+    (r"\b(?:heart|cardiac|cardio|mediastin|aort|hilar|hila)", "heart/mediastinum"),
+    (r"\b(?:bone|rib|spine|spinal|osseous|vertebra|clavicle|fracture|degenerative|scoliosis|kyphosis|sternotomy)",
+     "bones"),
+    (r"\b(?:lung|pulmonary|airspace|opaci|nodule|granuloma|atelecta|consolidat|edema|inflat|emphysema|interstitial)",
      "lungs"),
 ]
 
@@ -144,112 +126,48 @@ def extractive_description(corpus: Corpus, rows: Sequence[int], firing: Optional
     return sentence if sentence.endswith((".", "!", "?")) else sentence + "."
 
 
-class LLMDescriber:
-    """Shared prompt building for the LLM describers: exemplar findings against random non-activating ones."""
+@dataclass
+class Feature:
+    """What a describer is shown of one feature: its exemplar rows of the corpus and every row it fires on."""
 
-    def __init__(self, max_examples: int = 12, seed: int = 0):
-        self.max_examples, self.seed = max_examples, seed
-
-    def prompt(self, active: Sequence[str], contrast: Sequence[str]) -> str:
-        fmt = lambda texts: "\n".join(f"- {t}" for t in texts[: self.max_examples]) or "- (none)"  # noqa: E731
-        return PROMPT.format(active=fmt(active), contrast=fmt(contrast))
-
-    @staticmethod
-    def clean(text: str) -> str:
-        sentences = split_sentences(text.strip().strip('"'))[:3]
-        return " ".join(s.lstrip("-* ").strip() for s in sentences)
+    id: int
+    rows: list
+    firing: list
 
 
-class TransformersDescriber(LLMDescriber):
-    """A local causal LM (any chat model on disk), greedy decoding."""
+@dataclass
+class Description:
+    """A feature's description and where it came from: `extractive`, `llm`, or `extractive_fallback` (the LLM's
+    answer, kept in `answer`, failed the guard for the reason in `rejected`)."""
 
-    def __init__(self, path: str, max_new_tokens: int = 64, **kw):
-        super().__init__(**kw)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        with loading(path, "a causal LM"):
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path).eval()
-        self.max_new_tokens = max_new_tokens
-
-    def __call__(self, active: Sequence[str], contrast: Sequence[str]) -> str:
-        import torch
-
-        prompt = self.prompt(active, contrast)
-        if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                     return_tensors="pt", return_dict=True)
-        else:
-            ids = self.tokenizer(prompt, return_tensors="pt")
-        with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
-        return self.clean(self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+    text: str
+    source: str = "extractive"
+    rejected: Optional[str] = None
+    answer: Optional[str] = None
 
 
-class OpenAIDescriber(LLMDescriber):
-    """An OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama, Azure OpenAI); responses cached on disk."""
+class ExtractiveDescriber:
+    """The default describer: the report statement that best predicts where the feature fires."""
 
-    def __init__(self, url: str, model: Optional[str] = None, retries: int = 4, backoff: float = 1.0,
-                 cache_dir: Optional[str] = None, timeout: float = 120.0, credentialed: bool = False, **kw):
-        from ..paths import cache_dir as default_cache
+    name = "extractive"
 
-        super().__init__(**kw)
-        self.url = url.rstrip("/")
-        if not self.url.endswith("/chat/completions"):
-            self.url += "/chat/completions"
-        self.model, self.retries, self.backoff, self.timeout = model or "default", retries, backoff, timeout
-        self.cache = default_cache("llm") if cache_dir is None else cache_dir
-        os.makedirs(self.cache, exist_ok=True)
-        self.api_key = os.environ.get("SAERAD_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        host = urlparse(self.url).hostname or ""
-        if credentialed and host not in ("localhost", "127.0.0.1", "::1") and not host.startswith("127."):
-            logger.warning("sending report text of a credentialed dataset to %s, which is not local: check that your "
-                           "data use agreement allows it (MIMIC-CXR's does not allow third-party services)", host)
-
-    def __call__(self, active: Sequence[str], contrast: Sequence[str]) -> str:
-        prompt = self.prompt(active, contrast)
-        body = {"model": self.model, "temperature": 0, "max_tokens": 128,
-                "messages": [{"role": "user", "content": prompt}]}
-        key = hashlib.sha256(json.dumps([PROMPT_VERSION, self.url, body], sort_keys=True).encode()).hexdigest()
-        cached = os.path.join(self.cache, f"{key}.json")
-        if os.path.exists(cached):
-            with open(cached) as f:
-                return self.clean(json.load(f)["content"])
-        content = self._post(body)
-        atomic_write(cached, json.dumps({"prompt_version": PROMPT_VERSION, "content": content}))
-        return self.clean(content)
-
-    def _post(self, body: dict) -> str:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-            headers["api-key"] = self.api_key  # Azure OpenAI reads this header
-        last = None
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())["choices"][0]["message"]["content"]
-            except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}"
-                if err.code not in (408, 409, 429) and err.code < 500:
-                    break  # a client error will not mend itself
-            except (urllib.error.URLError, TimeoutError, ConnectionError, KeyError, json.JSONDecodeError) as err:
-                last = str(err)
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
-        raise UserError(f"{self.url}: no usable answer after {self.retries + 1} tries ({last})")
+    def __call__(self, corpus: Corpus, features: Sequence[Feature]) -> list[Description]:
+        return [Description(extractive_description(corpus, f.rows, firing=f.firing)) for f in features]
 
 
 def make_describer(name: str, credentialed: bool = False):
-    """`extractive`, `transformers:PATH` or `openai:URL[#model]` -> a describer (None for extractive)."""
+    """`extractive`, `transformers:PATH` (a model folder, a GGUF file or a folder holding one, or `smollm2`) or
+    `openai:URL[#model]` -> a describer, `describer(corpus, features) -> [Description]`."""
     if name == "extractive":
-        return None
+        return ExtractiveDescriber()
     kind, _, rest = name.partition(":")
     if kind == "transformers" and rest:
+        from .llm import TransformersDescriber
+
         return TransformersDescriber(rest)
     if kind == "openai" and rest:
+        from .llm import OpenAIDescriber
+
         url, _, model = rest.partition("#")
         return OpenAIDescriber(url, model or None, credentialed=credentialed)
     raise UserError(f"describer {name!r} not understood; expected extractive, transformers:PATH or openai:URL[#model]")
