@@ -200,7 +200,8 @@ def interpret_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sae", required=True, help="folder written by `saerad train`")
     p.add_argument("--embeddings", required=True, help="embeddings the exemplars are mined from")
     p.add_argument("--reports", required=True, help="dataset spec, or JSONL of {id, findings, impression}")
-    p.add_argument("--describer", default=d["describer"], help="extractive, transformers:PATH or openai:URL[#model]")
+    p.add_argument("--describer", default=d["describer"],
+                   help="extractive; transformers:PATH (a model folder, a GGUF file, or smollm2); openai:URL[#model]")
     p.add_argument("--top-k", type=int, default=d["top_k"], help="exemplars per feature")
     p.add_argument("--score-embeddings", help="held-out embeddings (e.g. the validation split) to score on")
     p.add_argument("--holdout", type=float, help="else score on this fraction of rows, chosen by a hash of the id")
