@@ -832,7 +832,9 @@ class SAERadModel(SAERadPreTrainedModel):
             return {}
         return {f["id"]: f for f in self.feature_dictionary["features"]}
 
-    def _check_overrides(self, feature_overrides: dict) -> dict:
+    def check_feature_overrides(self, feature_overrides: dict) -> dict:
+        """`{feature_id: value}` checked (ids in range, values >= 0, only described features switched on), values as
+        floats; a ValueError says which entry is wrong (public, so callers can refuse before any compute)."""
         features = self.features
         checked = {}
         for fid, value in feature_overrides.items():
@@ -874,7 +876,7 @@ class SAERadModel(SAERadPreTrainedModel):
         if output_localization and not return_dict_in_generate:
             raise ValueError("output_localization needs return_dict_in_generate=True (the maps go with the sentences)")
         settings = {name: overrides.get(name, getattr(self.config, name)) for name in COMPOSER_SETTINGS}
-        changed = self._check_overrides(feature_overrides or {})
+        changed = self.check_feature_overrides(feature_overrides or {})
         traced = self._traced(pixel_values) if output_localization else None  # one forward serves both
         if traced is None:
             outputs = self.forward(pixel_values)

@@ -52,7 +52,7 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
 
     # A PIL image (a dataset row) is used as it is; files and bytes go through the loader. Fail before any compute.
     try:
-        model._check_overrides(feature_overrides or {})
+        model.check_feature_overrides(feature_overrides or {})
     except ValueError as err:
         raise UserError(str(err)) from None
     loaded = [to_grayscale(im) if isinstance(im, Image.Image) else load_image(im) for im in images]

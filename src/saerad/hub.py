@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .data.terms import data_terms
 from .errors import MissingInput, NoAccess, Unreachable, UserError, first_line
 from .outputs import output_folder, replace_folder
 from .resources import resource
@@ -127,7 +128,7 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         "yaml": _yaml(meta), "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
         "backbone": f"`{base_model}`" if base_model else f"`{Path(info['backbone']).name}`, a local folder",
         "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"],
-        "dataset": dataset, "n_train": training.get("n", "n/a"), "data_terms": _data_terms(dataset),
+        "dataset": dataset, "n_train": training.get("n", "n/a"), "data_terms": data_terms(dataset),
         "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
         "dead_fraction": _fmt(training.get("dead_fraction")), "describer": interp.get("describer", "n/a"),
         "n_live": interp.get("n_live", "n/a"), "n_low_support": interp.get("n_low_support", "n/a"),
@@ -148,24 +149,6 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     text = string.Template(resource("model_card.md").read_text()).substitute(fields)
     (folder / "README.md").write_text(text)
     return text
-
-
-def _data_terms(dataset: str) -> str:
-    """The card's data section: where the dictionary's sentences come from and under what terms."""
-    if dataset.startswith("iu"):
-        source = ("the Indiana University chest X-ray reports (Open-i), licensed CC BY-NC-ND 4.0: the descriptions "
-                  "quote that report text, so this folder is for non-commercial use and its dictionary may not be "
-                  "shared in modified form")
-        if "phantom" in dataset:
-            source += "; the images were drawn procedurally from each report's MeSH tags (no real radiographs)"
-    elif dataset.startswith("mimic"):
-        source = ("MIMIC-CXR reports, credentialed data under the PhysioNet Credentialed Health Data License 1.5.0: "
-                  "share this folder only with people bound by that data use agreement")
-    else:
-        source = (f"the reports of `{dataset}`: their terms apply to `feature_dictionary.json`, which quotes them; "
-                  "check them before sharing this folder")
-    return ("The weights and the remote code are Apache-2.0. `feature_dictionary.json` holds sentences derived from "
-            + source + ".")
 
 
 def backbone_pretraining(backbone: str) -> Optional[dict]:
