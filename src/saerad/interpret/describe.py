@@ -149,8 +149,6 @@ class Description:
 class ExtractiveDescriber:
     """The default describer: the report statement that best predicts where the feature fires."""
 
-    name = "extractive"
-
     def __call__(self, corpus: Corpus, features: Sequence[Feature]) -> list[Description]:
         return [Description(extractive_description(corpus, f.rows, firing=f.firing)) for f in features]
 

@@ -104,7 +104,6 @@ def guard(answer: str, corpus: Corpus, rows: Sequence[int]) -> Optional[str]:
 class LLMDescriber:
     """Prompts, guard and fallback shared by the LLM backends; a backend implements `complete`."""
 
-    name = "llm"
     batch_size = 8
 
     def complete(self, prompts: Sequence[str]) -> list[tuple[str, bool]]:
@@ -221,7 +220,6 @@ class TransformersDescriber(LLMDescriber):
 
         gguf = installed_smollm2() if path == "smollm2" else _gguf_in(Path(path))
         folder = str(dequantised(gguf)) if gguf else path
-        self.name = f"transformers:{path}"
         with loading(path, "a causal LM"):
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
             self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -268,7 +266,6 @@ class OpenAIDescriber(LLMDescriber):
         self.url = url.rstrip("/")
         if not self.url.endswith("/chat/completions"):
             self.url += "/chat/completions"
-        self.name = f"openai:{url}"
         self.model, self.retries, self.backoff, self.timeout = model or "default", retries, backoff, timeout
         self.max_tokens = max_tokens
         self.cache = default_cache("llm") if cache_dir is None else cache_dir
