@@ -202,25 +202,33 @@ def test_a_folder_with_several_gguf_files_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_describes_a_feature_end_to_end_and_loads_from_its_cache_the_second_time():
+def test_smollm2_gguf_describes_a_feature_end_to_end_and_loads_from_its_cache_the_second_time(monkeypatch):
     """The real model on real-looking text: the plumbing, the guard and determinism, not the description's worth."""
-    import time
+    import json as _json
+
+    import transformers
+
+    from saerad.interpret.llm import dequantised, installed_smollm2
 
     pytest.importorskip("gguf")
-    started = time.perf_counter()
     first = make_describer("transformers:smollm2")
     first.max_new_tokens = 24
-    cold = time.perf_counter() - started
     features = [Feature(0, EFFUSION_ROWS, EFFUSION_ROWS), Feature(1, [3, 4, 5], [3, 4, 5])]
     out = first(CORPUS, features)
     assert len(out) == 2 and all(d.text and d.source in ("llm", "extractive_fallback") for d in out)
-    for d in out:
-        assert d.source == "extractive_fallback" or guard(d.text, CORPUS, features[out.index(d)].rows) is None
+    for feature, d in zip(features, out):
+        assert d.source == "extractive_fallback" or guard(d.text, CORPUS, feature.rows) is None
         if d.source == "extractive_fallback":
             assert d.rejected and d.answer is not None
-    started = time.perf_counter()
+    cached = dequantised(installed_smollm2())  # the folder the first load made: plain safetensors weights
+    assert (cached / "model.safetensors").exists()
+    assert "quantization_config" not in _json.loads((cached / "config.json").read_text())
+
+    loads = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **kw: loads.append(kw.get("gguf_file")) or original(*a, **kw))
     second = make_describer("transformers:smollm2")
     second.max_new_tokens = 24
-    warm = time.perf_counter() - started
+    assert loads == [None]  # loaded from the cached folder, not dequantised again
     assert [d.text for d in second(CORPUS, features)] == [d.text for d in out]  # greedy: the same answers
-    assert warm < cold  # the dequantised model is cached
