@@ -15,9 +15,9 @@ export TOKENIZERS_PARALLELISM ?= false
 
 install: $(VENV)/.installed
 
-# The editable install copies the two remote-code files into site-packages (hatch force-include), where they shadow
-# the checkout's: a change to them reinstalls.
-$(VENV)/.installed: pyproject.toml configuration_saerad.py modeling_saerad.py
+# The editable install copies the remote-code files (the root *_saerad.py) into site-packages (hatch force-include),
+# where they shadow the checkout's: a change to them reinstalls.
+$(VENV)/.installed: pyproject.toml $(wildcard *_saerad.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if [ -n "$(TORCH)" ]; then $(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH); fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"

@@ -14,7 +14,7 @@ patient's left is the image's right); "side statement agrees": `map_side` reads 
 
 import torch
 
-from modeling_saerad import map_side
+from localization_saerad import map_side
 from saerad.evaluation.fresh import OBSERVATION_OF, fresh_seed
 from saerad.generate import load_model
 

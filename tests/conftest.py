@@ -68,7 +68,7 @@ def backbone_dir(tmp_path):
     """A tiny random Dinov2 backbone with its image processor, saved like a hub folder."""
     from transformers import Dinov2Config, Dinov2Model
 
-    from modeling_saerad import default_image_processor
+    from image_processing_saerad import default_image_processor
 
     config = Dinov2Config(**{k: v for k, v in TINY_VISION.items() if k != "model_type"})
     torch.manual_seed(0)

@@ -291,7 +291,7 @@ def _api(call: Callable[[], object]) -> tuple[bool, str]:
 def entry_points(case: Case, path: Path, model_dir: Path) -> dict:
     """{entry point: (succeeded, message)} for one case."""
     if case.kind == "image":
-        from modeling_saerad import SAERadImageProcessor
+        from image_processing_saerad import SAERadImageProcessor
         from saerad.data.images import load_image
 
         processor = SAERadImageProcessor.from_pretrained(model_dir)

@@ -79,7 +79,7 @@ def test_help_lists_the_commands():
 
 
 def test_an_empty_report_says_why():
-    from modeling_saerad import compose_report
+    from composition_saerad import compose_report
     from saerad.generate import why_empty
 
     features = {0: {"id": 0, "description": "The heart is enlarged.", "section": "heart", "findings": [], "score": 0.6},

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from modeling_saerad import SAERadModel, compose_report, validate_feature_dictionary
+from composition_saerad import compose_report, validate_feature_dictionary
+from modeling_saerad import SAERadModel
 
 from conftest import tiny_dictionary, tiny_model
 

@@ -79,7 +79,7 @@ def test_text_parsers_take_empty_and_huge_inputs(n):
 
 
 def test_a_dictionary_with_a_null_and_a_left_side_for_one_finding_composes():
-    from modeling_saerad import compose_report
+    from composition_saerad import compose_report
 
     effusion = {"label": "Pleural Effusion", "status": "positive"}
     features = {0: {"id": 0, "description": "Effusion.", "section": "pleura", "score": 0.9,
@@ -94,7 +94,7 @@ def test_the_hub_processor_stretches_16_bit_images_instead_of_saturating_them():
     import numpy as np
     from PIL import Image
 
-    from modeling_saerad import SAERadImageProcessor, as_checked_processor, default_image_processor
+    from image_processing_saerad import SAERadImageProcessor, as_checked_processor, default_image_processor
 
     from conftest import tiny_model
 

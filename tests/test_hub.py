@@ -87,7 +87,7 @@ def test_build_refuses_a_backbone_that_does_not_match_the_sae(built, tmp_path, b
     other = tmp_path / "wide"
     Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                              patch_size=8, image_size=32)).save_pretrained(other)
-    from modeling_saerad import default_image_processor
+    from image_processing_saerad import default_image_processor
 
     default_image_processor(Dinov2Config(image_size=32)).save_pretrained(other)
     sae = built.parent / "sae"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from modeling_saerad import map_side
+from localization_saerad import map_side
 
 from conftest import tiny_model
 
@@ -170,7 +170,13 @@ def test_the_cnn_shortcut_gives_the_maps_of_the_full_graph():
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ids = sorted(int(f) for f in (model(pixels).feature_activations > 0).any(0).nonzero().flatten())[:6]
     assert ids
-    fast = model._maps(model._traced(pixels), ids)
-    full = model._maps(model._traced(pixels, shortcut=False), ids)
+    from localization_saerad import feature_maps, trace
+
+    def maps(shortcut: bool) -> torch.Tensor:
+        traced = trace(model.vision_model, model.encode_backbone_output, pixels, model.config.vision_config, shortcut)
+        assert (traced.head is not None) == shortcut  # the typed trace says which graph it holds
+        return feature_maps(traced, ids, model.config.d_sae)
+
+    fast, full = maps(True), maps(False)
     assert torch.allclose(fast, full, atol=1e-5)
     assert model.localize(pixels, feature_ids=ids, method="gradient").shape == (2, len(ids), 32, 32)

@@ -85,7 +85,7 @@ def test_normalize_sentence_drops_numbering_case_and_punctuation():
 @pytest.mark.parametrize("sentence", ["Dr. Smith was notified.", "Approx. 3 cm nodule in the right lung.",
                                       "1. Small left effusion.", "Nodule measures 1.5 cm."])
 def test_the_composer_and_the_scorer_split_a_sentence_alike(sentence):
-    from modeling_saerad import compose_report
+    from composition_saerad import compose_report
     from saerad.interpret.score import ReportIndex
 
     assert split_sentences(sentence) == [sentence]

@@ -108,7 +108,7 @@ def test_pickled_weights_are_refused(model, tmp_path):
 
 
 def test_image_processor_given_at_build_is_saved(model, tmp_path):
-    from modeling_saerad import default_image_processor
+    from image_processing_saerad import default_image_processor
 
     processor = default_image_processor(model.config.vision_config)
     processor.image_mean = [0.5307] * 3

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any, Optional, Sequence
 
-from modeling_saerad import why_empty  # noqa: F401  (the remote code's, re-exported for the CLI and the demo)
+from composition_saerad import why_empty  # noqa: F401  (the remote code's, re-exported for the CLI and the demo)
 
 from .data.images import ImageSource, load_image, to_grayscale
 from .errors import MissingInput, UserError, first_line
@@ -18,7 +18,8 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
     """Load an SAE-Rad model folder or hub repo and its image processor (safetensors only)."""
     from transformers import AutoImageProcessor
 
-    from modeling_saerad import SAERadImageProcessor, SAERadModel
+    from image_processing_saerad import SAERadImageProcessor
+    from modeling_saerad import SAERadModel
 
     if os.path.exists(path_or_id):
         if not os.path.isdir(path_or_id) or not os.path.isfile(os.path.join(path_or_id, "config.json")):
@@ -90,7 +91,7 @@ def heatmap_sheet(result: dict) -> Any:
     """One tile per FINDINGS sentence: the processed image in gray with the sentence's map in red, numbered."""
     from PIL import Image, ImageDraw
 
-    from modeling_saerad import overlay_map
+    from localization_saerad import overlay_map
 
     sentences = [s for s in result["sentences"] if s["report_section"] == "findings" and "localization" in s]
     image = result["image"]

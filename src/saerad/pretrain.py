@@ -279,7 +279,7 @@ class MaskedImageModel(nn.Module):
 def _backbone(config: PretrainConfig, init: Optional[str]):
     from transformers import Dinov2Config, Dinov2Model
 
-    from modeling_saerad import default_image_processor
+    from image_processing_saerad import default_image_processor
 
     if init:
         from .embed import load_backbone

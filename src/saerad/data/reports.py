@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from modeling_saerad import normalize_deid, normalize_sentence, split_sentences  # noqa: F401  (one splitter)
+from composition_saerad import normalize_deid, normalize_sentence, split_sentences  # noqa: F401  (one splitter)
 
 # Header spellings -> canonical section. The last occurrence of a section wins, as in the MIT-LCP sectioner.
 HEADERS = {

@@ -50,7 +50,7 @@ def template_sentence(label: str, status: str, laterality: str = None, severity:
 def oracle_report(reference: str) -> str:
     """The reference's labels rendered by template and composed by the SAE-Rad composer (an upper bound for a
     label-faithful composer)."""
-    from modeling_saerad import compose_report
+    from composition_saerad import compose_report
 
     strongest: dict = {}
     rank = {"negative": 0, "uncertain": 1, "positive": 2}
