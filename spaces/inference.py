@@ -3,9 +3,10 @@ and maps laid back on the uploaded image."""
 
 from __future__ import annotations
 
+import importlib
 import os
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -16,19 +17,36 @@ from transformers import AutoImageProcessor, AutoModel
 MAX_UPLOAD_MB = 20  # also the server's upload limit: a larger file is refused before it is written to disk
 MAX_PIXELS = 40_000_000  # a 6k x 6k radiograph; checked from the header, before decoding
 THUMBNAIL_FOLDER = "exemplars"  # in the model folder, for models trained on phantoms (saerad build writes it)
+# What the Space uses of the model folder's own modules, by module: the file reader, sides and overlays, and why a
+# report is empty.
+REMOTE_FUNCTIONS = {"image_processing_saerad": ("load_image",), "localization_saerad": ("map_side", "overlay_map"),
+                    "composition_saerad": ("why_empty",)}
+
+
+def remote_functions(model_module: str) -> SimpleNamespace:
+    """`REMOTE_FUNCTIONS` from the modules beside `model_module` (the model's `type(model).__module__`): the model
+    folder's modules as transformers loaded them (`transformers_modules....`), or top-level ones."""
+    package = model_module.rpartition(".")[0]
+    found = {}
+    for module, names in REMOTE_FUNCTIONS.items():
+        try:
+            loaded = importlib.import_module(f"{package}.{module}" if package else module)
+        except ModuleNotFoundError:
+            raise RuntimeError(f"{model_module} has no {module} beside it: the model was built by an older saerad; "
+                               "rebuild it with `saerad build`") from None
+        found.update((name, getattr(loaded, name)) for name in names)
+    return SimpleNamespace(**found)
 
 
 class Loaded:
-    """The model, its processor, the remote-code module it came from (its file reader and side reader) and, where the
-    model folder has them, the exemplar thumbnails."""
+    """The model, its processor, the functions of its folder's modules the Space uses (`remote`) and, where the model
+    folder has them, the exemplar thumbnails."""
 
     def __init__(self, model_id: str):
         self.model_id = model_id
         self.model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
         self.processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)
-        self.remote = sys.modules[type(self.model).__module__]
-        if not all(hasattr(self.remote, name) for name in ("load_image", "overlay_map", "map_side", "why_empty")):
-            raise RuntimeError(f"{model_id} was built by an older saerad: rebuild it with `saerad build`")
+        self.remote = remote_functions(type(self.model).__module__)
         self.features = self.model.features
         self.thumbnails = _thumbnail_folder(model_id)
 

@@ -52,16 +52,18 @@ def make_site(target: Path, roots: list[str]) -> Path:
 
 REMOTE_SCRIPT = r"""
 import json, sys, torch
-for banned in ("saerad", "configuration_saerad", "modeling_saerad", "datasets", "accelerate", "gradio", "peft"):
+REMOTE = ("composition_saerad", "configuration_saerad", "image_processing_saerad", "localization_saerad",
+          "modeling_saerad", "pipeline_saerad")
+for banned in ("saerad", *REMOTE, "datasets", "accelerate", "gradio", "peft"):
     try:
         __import__(banned)
     except ImportError:
         pass
     else:
         raise SystemExit(f"{banned} is importable in the minimal environment")
-from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, pipeline
 from PIL import Image
-folder, pixels_path = sys.argv[1], sys.argv[2]
+folder, pixels_path, png = sys.argv[1], sys.argv[2], sys.argv[3]
 pixels = torch.load(pixels_path)
 # From here on every socket and every write is recorded (audit hooks see what any code does, remote code included).
 events, phase = [], ["load"]
@@ -83,6 +85,7 @@ config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
 model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
 processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+reporter = pipeline("radiology-report", model=folder, trust_remote_code=True)
 phase[0] = "generate"
 out = model.generate(pixels, return_dict_in_generate=True)
 maps = model.localize(pixels)
@@ -92,6 +95,14 @@ switched = model.generate(pixels[:1], feature_overrides={f: 0 for f in written})
 explained = model.explain(pixels)
 image = Image.new("L", (40, 50), 128)
 processed = list(processor(images=image, return_tensors="pt")["pixel_values"].shape)
+# the pipeline: one PIL image, one path, a list; each the model's own report for the processed image
+direct = model.generate(processor(images=image, return_tensors="pt")["pixel_values"], return_dict_in_generate=True)
+one, listed = reporter(image), reporter([png, image])
+assert one["report"] == direct.reports[0] and one["sentences"] == direct.sentences[0], (one, direct.reports)
+assert isinstance(listed, list) and listed[1] == one, listed
+from_file = model.generate(processor(images=Image.open(png).convert("L"), return_tensors="pt")["pixel_values"])
+assert listed[0]["report"] == from_file[0]
+loaded = sorted({name.rsplit(".", 1)[-1] for name in sys.modules if name.startswith("transformers_modules.")})
 print(json.dumps({
     "events": events,
     "maps_shape": list(maps.shape),
@@ -103,21 +114,28 @@ print(json.dumps({
     "reports": out.reports,
     "sentences": out.sentences,
     "processed_shape": processed,
+    "pipeline": one,
+    "remote_modules": [name for name in loaded if name in REMOTE],
 }))
 """
 
 
 def generate_without_saerad(model_dir: Path, pixels, tmp_path: Path) -> dict:
-    """Load `model_dir` with the Auto classes (remote code) in a fresh process that has only torch, transformers,
-    safetensors and pillow, run generate on `pixels`, and return what it saw (config, activations, reports...)."""
+    """Load `model_dir` with the Auto classes and its pipeline (remote code) in a fresh process that has only torch,
+    transformers, safetensors and pillow, run generate on `pixels`, and return what it saw (config, activations,
+    reports, the pipeline's output, the remote modules imported...)."""
     import torch
 
     site = make_site(tmp_path / "site", ["torch", "transformers", "safetensors", "pillow"])
     assert not (site / "saerad").exists() and not (site / "datasets").exists()
     torch.save(pixels, tmp_path / "pixels.pt")
+    from PIL import Image
+
+    Image.new("L", (48, 40), 90).save(tmp_path / "image.png")
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "HF_HOME": str(tmp_path / "hf"),
            "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-    run = subprocess.run([sys.executable, "-S", "-c", REMOTE_SCRIPT, str(model_dir), str(tmp_path / "pixels.pt")],
+    run = subprocess.run([sys.executable, "-S", "-c", REMOTE_SCRIPT, str(model_dir), str(tmp_path / "pixels.pt"),
+                          str(tmp_path / "image.png")],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])

@@ -21,14 +21,21 @@ def comparable(config: dict) -> dict:
 
 
 
-def test_save_writes_the_hub_layout(model_dir):
+def test_save_writes_the_hub_layout_with_every_file_of_the_remote_code(model_dir):
+    from saerad.resources import REMOTE_CODE
+
     files = set(os.listdir(model_dir))
-    assert {"config.json", "configuration_saerad.py", "modeling_saerad.py", "model.safetensors",
-            "preprocessor_config.json", "feature_dictionary.json"} <= files
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "feature_dictionary.json"} <= files
+    assert set(REMOTE_CODE) <= files
+    root = Path(__file__).resolve().parents[1]
+    assert set(REMOTE_CODE) == {p.name for p in root.glob("*_saerad.py")}  # the list knows every root module
     assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
     config = json.loads((model_dir / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_saerad.SAERadConfig",
                                   "AutoModel": "modeling_saerad.SAERadModel"}
+    assert config["custom_pipelines"]["radiology-report"]["impl"] == "pipeline_saerad.SAERadReportPipeline"
+    processor = json.loads((model_dir / "preprocessor_config.json").read_text())
+    assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_saerad.SAERadImageProcessor"}
     assert config["model_type"] == "sae_rad"
 
 
@@ -73,6 +80,10 @@ def test_fresh_process_without_saerad_gives_identical_activations_and_reports(mo
     written = sorted({f for s in out.sentences[0] for f in s["feature_ids"]})
     assert remote["switched_off"] == model.generate(pixels[:1], feature_overrides={f: 0 for f in written})[0]
     assert remote["explained"] == [[row["feature_id"] for row in t] for t in model.explain(pixels)]
+    from saerad.resources import REMOTE_CODE
+
+    assert remote["remote_modules"] == sorted(name.removesuffix(".py") for name in REMOTE_CODE)  # every file ran
+    assert set(remote["pipeline"]) == {"report", "findings", "impression", "sentences", "omitted"}
     # no socket at all; while loading, writes only to transformers' modules cache (how remote code is imported);
     # while generating, none
     events = remote["events"]

@@ -55,13 +55,15 @@ def server(space_model):
     demo.close()
 
 
+REMOTE = tuple(p.stem for p in SPACE.parent.glob("*_saerad.py"))  # the model folder's modules, not importable there
+
+
 def test_the_space_imports_nothing_of_the_toolkit():
     for path in SPACE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] in ("saerad", "modeling_saerad", "configuration_saerad") for n in names), \
-                f"{path.name} imports {names}"
+            assert not any(n.split(".")[0] in ("saerad", *REMOTE) for n in names), f"{path.name} imports {names}"
     requirements = (SPACE / "requirements.txt").read_text()
     assert "saerad" not in requirements.lower().replace("sae-rad", "")
     assert "sdk_version: " in (SPACE / "README.md").read_text()
@@ -152,11 +154,9 @@ def test_the_queue_waits_rather_than_refuses(server):
 def test_the_overlay_lies_where_the_map_is_on_a_non_square_upload(space_model):
     from transformers import BitImageProcessor
 
-    import modeling_saerad
-
     loaded = inference.Loaded.__new__(inference.Loaded)
     loaded.processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    loaded.remote = modeling_saerad
+    loaded.remote = inference.remote_functions("modeling_saerad")
     assert loaded.crop_box(768, 256) == (256.0, 0.0, 512.0, 256.0)
     assert loaded.crop_box(256, 768) == (0.0, 256.0, 256.0, 512.0)
     saliency = np.zeros((32, 32), dtype=np.float32)
@@ -172,13 +172,11 @@ def test_a_finding_at_a_known_place_is_overlaid_there_on_a_non_square_image():
     from test_localize import _brightness_model
     from transformers import BitImageProcessor
 
-    import modeling_saerad
-
     loaded = inference.Loaded.__new__(inference.Loaded)
     loaded.model = _brightness_model()
     loaded.processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
                                          image_mean=[0, 0, 0], image_std=[1, 1, 1])
-    loaded.remote = modeling_saerad
+    loaded.remote = inference.remote_functions(type(loaded.model).__module__)
     pixels = np.zeros((256, 768), dtype=np.uint8)
     pixels[128:, 420:500] = 255  # the patient's left lower zone of the part the model sees
     image = Image.fromarray(pixels)
@@ -238,3 +236,12 @@ def test_the_upload_preview_and_sentence_overlay_in_the_page_functions(space_mod
     assert heat.size == (300, 100) and rows and "map reads" in where
     off = [c[1] for c in outputs[6]["choices"]]
     assert fns["on_whatif"](off, state) != report  # every written feature off: another report
+
+
+def test_the_space_takes_its_helpers_from_the_model_folders_own_modules(space_model):
+    loaded = inference.Loaded(str(space_model))
+    package = type(loaded.model).__module__.rpartition(".")[0]
+    assert package.startswith("transformers_modules")
+    modules = {name: getattr(loaded.remote, name).__module__ for name in ("load_image", "map_side", "why_empty")}
+    assert modules == {"load_image": f"{package}.image_processing_saerad", "map_side": f"{package}.localization_saerad",
+                       "why_empty": f"{package}.composition_saerad"}

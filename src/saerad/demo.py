@@ -191,11 +191,13 @@ def _model_stage(work: Path, backbone: str) -> None:
     import modeling_saerad
 
     from .hub import build
+    from .resources import REMOTE_CODE
 
     model_dir = work / "model"
     # a folder cached by an older saerad carries older remote code (the Space needs the current one): rebuilt
-    current = (model_dir / "modeling_saerad.py").is_file() and (
-        (model_dir / "modeling_saerad.py").read_bytes() == Path(modeling_saerad.__file__).read_bytes())
+    installed = Path(modeling_saerad.__file__).parent
+    current = all((model_dir / name).is_file() and (model_dir / name).read_bytes() == (installed / name).read_bytes()
+                  for name in REMOTE_CODE)
     _stage("model: assembled folder with its card", current)
     if not current:
         build(backbone, str(work / "sae"), str(work / "interpret" / "feature_dictionary.json"), str(model_dir),

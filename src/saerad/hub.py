@@ -13,7 +13,7 @@ from typing import Optional
 from .data.terms import data_terms
 from .errors import MissingInput, NoAccess, Unreachable, UserError, first_line
 from .outputs import output_folder, replace_folder
-from .resources import resource
+from .resources import REMOTE_CODE, resource
 
 HEADLINE = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "meteor", "cider")
 
@@ -207,7 +207,9 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp)  # copies modeling_saerad.py and the modules it imports relatively
+        missing = [name for name in REMOTE_CODE if not (tmp / name).is_file()]
+        assert not missing, f"save_pretrained left out remote code {missing}"
         training = sae_path / "training_metrics.json"
         interp = Path(dictionary).with_name("interpret_metrics.json")
         info = {
