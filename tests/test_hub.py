@@ -28,16 +28,19 @@ def built(backbone_dir, tmp_path):
 
 
 def test_built_folder_has_the_hub_layout_and_card(built, backbone_dir):
+    from huggingface_hub import ModelCard
+
+    from saerad.resources import REMOTE_CODE
+
     files = set(os.listdir(built))
-    assert {"config.json", "configuration_saerad.py", "modeling_saerad.py", "model.safetensors", "README.md",
-            "preprocessor_config.json", "feature_dictionary.json"} <= files
+    assert {"config.json", "model.safetensors", "README.md", "preprocessor_config.json",
+            "feature_dictionary.json", *REMOTE_CODE} <= files
     card = (built / "README.md").read_text()
-    head = card.split("---")[1]
-    for key in ("license:", "library_name: \"transformers\"", "pipeline_tag: \"image-to-text\"",
-                "model-index:", "micro_f1_14", "metrics:"):
-        assert key in head, key
+    data = ModelCard.load(built / "README.md").data  # huggingface_hub's own reader
+    assert data.library_name == "transformers" and data.pipeline_tag == "image-to-text" and data.license
+    assert "sae-rad" in data.tags and "f1" in data.metrics
     # a local backbone is no hub model id: no base_model (the Hub refuses one), and the card names only its folder
-    assert "base_model" not in head and f"`{os.path.basename(backbone_dir)}`, a local folder" in card
+    assert data.base_model is None and f"`{os.path.basename(backbone_dir)}`, a local folder" in card
     assert "Not for clinical use" in card and "mean L0" in card and "median AUROC" in card
     interp = json.loads((built.parent / "interp" / "interpret_metrics.json").read_text())
     assert (f"{interp['n_live']} live\n  features, of which {interp['n_low_support']} fired (or stayed silent) on "
@@ -51,7 +54,24 @@ def test_the_card_and_build_record_hold_no_machine_paths_and_name_the_data_terms
         assert str(tmp_path) not in text and "/tmp/" not in text and "/root/" not in text, name
     card = (built / "README.md").read_text()
     assert "pypi.org" not in card and "https://arxiv.org/abs/2410.03334" in card
-    assert 'license: "other"' in card and "## Data and license" in card and "their terms apply" in card
+    assert "## Data and license" in card and "their terms apply" in card
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(built / "README.md").data.license == "other"
+
+
+def test_the_card_holds_every_metric_of_results_json_in_its_model_index(built, tmp_path):
+    from huggingface_hub import ModelCard
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    data = ModelCard.load(built / "README.md").data
+    found = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert found == {k: v["value"] for k, v in results["systems"]["sae-rad"].items()}
+    assert {(r.task_type, r.dataset_split) for r in data.eval_results} == {("image-to-text", "test")}
+    assert data.model_name == "ORG/NAME"  # a placeholder until it is pushed (not the build's temporary folder)
+    plan = push(str(built), "me/sae-rad", dry_run=True)  # the staged card is the same card, named for its repo
+    staged = ModelCard.load(os.path.join(plan["staged"], "model", "README.md")).data
+    assert {r.metric_type: r.metric_value for r in staged.eval_results} == found and staged.model_name == "me/sae-rad"
 
 
 def test_dataset_names_are_specs_not_paths(tmp_path):
@@ -142,7 +162,9 @@ def test_a_hub_backbone_becomes_the_cards_base_model(built, tmp_path, monkeypatc
     (built / "saerad_build.json").write_text(json.dumps(info))
     render_card(str(built))
     card = (built / "README.md").read_text()
-    assert 'base_model: "facebook/dinov2-small"' in card.split("---")[1]
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(built / "README.md").data.base_model == "facebook/dinov2-small"
     assert "backbone (`facebook/dinov2-small`)" in card
 
 

@@ -15,3 +15,28 @@ def test_no_function_is_over_80_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_LINES]
     assert len(files) > 40 and long == []
+
+
+def test_the_remote_code_is_split_by_role_into_readable_files():
+    """Each root module of the model folder under 600 lines; `SAERadModel` coordinates (under 150 lines)."""
+    remote = sorted(ROOT.glob("*_saerad.py"))
+    assert {p.name for p in remote} >= {"configuration_saerad.py", "image_processing_saerad.py", "modeling_saerad.py"}
+    long = {p.name: n for p in remote if (n := len(p.read_text().splitlines())) > 600}
+    assert long == {}
+    tree = ast.parse((ROOT / "modeling_saerad.py").read_text())
+    (model,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "SAERadModel"]
+    assert model.end_lineno - model.lineno + 1 < 150
+
+
+def test_the_remote_code_encodes_in_one_place():
+    """pool -> cast -> normalise -> encode is written once (`SAERadModel.encode_backbone_output`)."""
+    calls = {p.name: p.read_text().count("sae.normalize(") for p in ROOT.glob("*_saerad.py")}
+    assert sum(calls.values()) == 1 and calls["modeling_saerad.py"] == 1
+
+
+def test_the_remote_code_passes_no_private_keyword_arguments():
+    """Only the public transformers API: no `_name=` keyword argument in any call of the remote code."""
+    private = [f"{p.name}:{node.lineno} {kw.arg}" for p in ROOT.glob("*_saerad.py")
+               for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.Call)
+               for kw in node.keywords if kw.arg and kw.arg.startswith("_")]
+    assert private == []

@@ -22,29 +22,6 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _yaml(meta: dict) -> str:
-    """A small YAML writer for the card's metadata (lists, dicts, scalars): no extra dependency."""
-
-    def emit(value, indent: int) -> list[str]:
-        pad = "  " * indent
-        lines = []
-        if isinstance(value, dict):
-            for k, v in value.items():
-                if isinstance(v, (dict, list)) and v:
-                    lines.append(f"{pad}{k}:")
-                    lines += emit(v, indent + 1)
-                else:
-                    lines.append(f"{pad}{k}: {json.dumps(v)}")
-        else:
-            for item in value:
-                sub = emit(item, indent + 1) if isinstance(item, (dict, list)) else [f"{pad}  {json.dumps(item)}"]
-                lines.append(f"{pad}- {sub[0].strip()}")
-                lines += sub[1:]
-        return lines
-
-    return "\n".join(emit(meta, 0))
-
-
 def dataset_name(value: Optional[str]) -> Optional[str]:
     """A dataset as a card names it: its spec (`iu-phantom`, `mimic-cxr:NAME`), never a path of the build machine. A
     folder saerad built names the spec it was built from; any other path is named by its last part."""
@@ -87,7 +64,10 @@ def _backbone_training(pretraining: Optional[dict]) -> str:
 
 
 def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optional[str] = None) -> str:
-    """Write the model card README.md of a built model folder (with evaluation results when given)."""
+    """Write the model card README.md of a built model folder through huggingface_hub's `ModelCard` (the headline
+    metrics of `results` as `EvalResult` entries of its model index, when given)."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
     folder = Path(model_dir)
     info = json.loads((folder / "saerad_build.json").read_text())
     training, interp = info.get("training_metrics", {}), info.get("interpret_metrics", {})
@@ -95,25 +75,22 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     credentialed = dataset.startswith("mimic")
     # the weights and code are Apache-2.0, but feature_dictionary.json quotes the training reports: their terms rule
     license_ = "cc-by-nc-nd-4.0" if dataset.startswith("iu") else "other"
-    meta = {
-        "license": license_, "library_name": "transformers", "pipeline_tag": "image-to-text",
-        "tags": ["sae-rad", "saerad", "sparse-autoencoder", "interpretability", "chest-x-ray", "radiology",
-                 "report-generation"] + (["phantom"] if "phantom" in dataset else []),
-        "metrics": ["f1", "bleu", "rouge", "meteor", "cider"],
-    }
     base_model = info["base_model"] if "base_model" in info else hub_model_id(info["backbone"])
-    if base_model:
-        meta["base_model"] = base_model
+    meta = ModelCardData(
+        license=license_, library_name="transformers", pipeline_tag="image-to-text", base_model=base_model,
+        tags=["sae-rad", "saerad", "sparse-autoencoder", "interpretability", "chest-x-ray", "radiology",
+              "report-generation"] + (["phantom"] if "phantom" in dataset else []),
+        metrics=["f1", "bleu", "rouge", "meteor", "cider"],
+    )
     if results:
         system = results["systems"].get("sae-rad", {})
         evaluated = dataset_name(results["dataset"]) or "unknown"
-        entry = {
-            "task": {"type": "image-to-text", "name": "Radiology report generation"},
-            "dataset": {"name": evaluated, "type": evaluated.split(":")[0], "split": results["split"]},
-            "metrics": [{"type": k, "name": k, "value": round(system[k]["value"], 4)} for k in HEADLINE
-                        if k in system],
-        }
-        meta["model-index"] = [{"name": repo_id or folder.name, "results": [entry]}]
+        meta.model_name = repo_id or "ORG/NAME"  # `saerad push` names the repo here, as in the usage snippet
+        meta.eval_results = [
+            EvalResult(task_type="image-to-text", task_name="Radiology report generation", dataset_name=evaluated,
+                       dataset_type=evaluated.split(":")[0], dataset_split=results["split"], metric_type=k,
+                       metric_name=k, metric_value=round(system[k]["value"], 4))
+            for k in HEADLINE if k in system]
         header = "| system | " + " | ".join(k for k in HEADLINE if k in system) + " |"
         rows = [header, "|---|" + "---|" * sum(k in system for k in HEADLINE)]
         for name, metrics in results["systems"].items():
@@ -125,7 +102,7 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         results_text = "Not evaluated yet: run `saerad evaluate` and rebuild with `--results results.json`."
     phantom = "phantom" in dataset
     fields = {
-        "yaml": _yaml(meta), "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
+        "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
         "backbone": f"`{base_model}`" if base_model else f"`{Path(info['backbone']).name}`, a local folder",
         "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"],
         "dataset": dataset, "n_train": training.get("n", "n/a"), "data_terms": data_terms(dataset),
@@ -146,9 +123,10 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
                        + ("- Feature descriptions quote IU X-ray report text (CC BY-NC-ND 4.0): non-commercial use "
                           "only.\n" if dataset.startswith("iu") else ""),
     }
-    text = string.Template(resource("model_card.md").read_text()).substitute(fields)
-    (folder / "README.md").write_text(text)
-    return text
+    body = string.Template(resource("model_card.md").read_text()).substitute(fields)
+    card = ModelCard(f"---\n{meta.to_yaml()}\n---\n{body}")  # huggingface_hub writes (and parses) the metadata
+    card.save(folder / "README.md")
+    return str(card)
 
 
 def backbone_pretraining(backbone: str) -> Optional[dict]:
