@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from saerad.cli import main
-from saerad.interpret.describe import Corpus, extractive_description, tag_description
+from saerad.interpret.corpus import Corpus, extractive_description
+from saerad.interpret.describe import tag_description
 from saerad.interpret.mine import mine
 from saerad.interpret.score import ReportIndex, auroc, score_features
 
@@ -166,7 +167,8 @@ def test_auroc_known_values():
 
 
 def test_a_feature_of_the_normal_images_is_described_and_scored_as_no_finding():
-    from saerad.interpret.describe import NORMAL_SENTENCE, Corpus, extractive_description, tag_description
+    from saerad.interpret.corpus import NORMAL_SENTENCE, Corpus, extractive_description
+    from saerad.interpret.describe import tag_description
     from saerad.interpret.score import ReportIndex, auroc
 
     normal = ["Lungs are clear. Mediastinum is unremarkable.", "The lungs are clear. The mediastinum is unremarkable.",

@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from saerad.interpret.describe import Corpus, Feature, make_describer, tag_description
+from saerad.interpret.corpus import Corpus, Feature
+from saerad.interpret.describe import make_describer, tag_description
 from saerad.interpret.llm import (
     EXAMPLES,
     PROMPT_VERSION,

@@ -40,3 +40,19 @@ def test_the_remote_code_passes_no_private_keyword_arguments():
                for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.Call)
                for kw in node.keywords if kw.arg and kw.arg.startswith("_")]
     assert private == []
+
+
+def test_no_module_of_the_toolkit_imports_one_that_imports_it():
+    """No import cycles inside saerad (lazy imports in functions count): each pair of modules one way only."""
+    package = ROOT / "src" / "saerad"
+    imports = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = name.split(".")[: len(name.split(".")) - node.level + (path.name == "__init__.py")]
+                found.add(".".join(base + ([node.module] if node.module else [])))
+        imports[name] = found
+    cycles = sorted((a, b) for a in imports for b in imports[a] if a < b and a in imports.get(b, ()))
+    assert cycles == []

@@ -11,7 +11,8 @@ import torch
 
 from ..errors import UserError
 from ..outputs import atomic_write
-from .describe import Corpus, Description, Feature, make_describer, tag_description
+from .corpus import Corpus, Description, Feature
+from .describe import make_describer, tag_description
 from .mine import load_sae, mine
 from .score import MIN_SUPPORT, ReportIndex, score_features
 

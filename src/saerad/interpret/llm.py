@@ -25,7 +25,7 @@ from ..data.reports import normalize_sentence, split_sentences
 from ..errors import UserError, loading
 from ..labeler import label_mentions
 from ..outputs import atomic_write
-from .describe import Corpus, Description, Feature, extractive_description
+from .corpus import Corpus, Description, Feature, extractive_description
 
 logger = logging.getLogger(__name__)
 PROMPT_VERSION = "saerad-describe-v2"
