@@ -182,3 +182,29 @@ def test_the_card_says_what_a_saerad_pretrained_backbone_learnt_from(built, tmp_
     assert "(image, report) pairs: image embedding -> labels" in card
     assert "the SAE, the describer and the composer remain unsupervised" in card
     assert "spent their embedding on the phantom patient" in card
+
+
+def test_a_model_folder_is_rebuilt_from_its_build_record(built, tmp_path):
+    record = json.loads((built / "saerad_build.json").read_text())
+    assert record["build_args"]["sae"] == "../sae" and record["build_args"]["backbone"] == "../backbone"
+    assert main(["build", "--from-record", str(built / "saerad_build.json"), "--out", str(tmp_path / "again")]) == 0
+    for name in sorted(os.listdir(built)):
+        if (built / name).is_file():
+            assert (tmp_path / "again" / name).read_bytes() == (built / name).read_bytes(), name
+    assert main(["build", "--from-record", str(built / "saerad_build.json"), "--sae", str(tmp_path / "sae"),
+                 "--out", str(tmp_path / "x")]) == 2  # the record says everything: one source of truth
+
+
+def test_the_bundled_backbones_have_names_that_build_and_embed_load(tmp_path):
+    from saerad.embed import backbone_fingerprint, load_backbone
+    from saerad.hub import backbone_record_name
+    from saerad.resources import bundled_backbones, resolve_backbone
+
+    assert {"saerad:phantom-resnet", "saerad:phantom-dino"} <= set(bundled_backbones())
+    model, processor = load_backbone("saerad:phantom-resnet")
+    assert type(model).__name__ == "ResNetModel" and processor.crop_size["height"] == 128
+    folder = resolve_backbone("saerad:phantom-resnet")
+    assert backbone_record_name(folder) == backbone_record_name("saerad:phantom-resnet") == "saerad:phantom-resnet"
+    assert backbone_fingerprint("saerad:phantom-resnet")["backbone_sha256"] == backbone_fingerprint(folder)[
+        "backbone_sha256"] is not None
+    assert main(["embed", "--backbone", "saerad:no-such", "--dataset", "x", "--out", str(tmp_path / "e")]) == 2

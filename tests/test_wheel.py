@@ -15,7 +15,7 @@ from minimal_env import _requirement_names, make_site
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_installed_wheel_builds_and_stages_a_push(tmp_path, backbone_dir):
+def test_the_installed_wheel_builds_and_stages_a_push(tmp_path):
     wheels = tmp_path / "wheels"
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
                          capture_output=True, text=True, timeout=600)
@@ -24,7 +24,10 @@ def test_the_installed_wheel_builds_and_stages_a_push(tmp_path, backbone_dir):
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = subprocess.run(["git", "ls-files", "spaces"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert tracked and {f"saerad/_data/{f}" for f in tracked} <= names, "a Space file is missing from the wheel"
-    assert {"saerad/_data/model_card.md", "modeling_saerad.py", "configuration_saerad.py"} <= names
+    from saerad.resources import REMOTE_CODE
+
+    assert {"saerad/_data/model_card.md", *REMOTE_CODE} <= names
+    assert {"saerad/assets/phantom-resnet/model.safetensors", "saerad/assets/phantom-dino/model.safetensors"} <= names
     assert not any("__pycache__" in n for n in names)
 
     # a fresh environment: the wheel installed on its own, beside the installed dependencies (not the checkout)
@@ -47,11 +50,17 @@ def test_the_installed_wheel_builds_and_stages_a_push(tmp_path, backbone_dir):
                            cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert where.startswith(str(installed)), where
 
-    run_pipeline(tmp_path, backbone_dir, epochs=3)
-    saerad("build", "--backbone", str(backbone_dir), "--sae", str(tmp_path / "sae"), "--dictionary",
+    # the SAE trained on the bundled demo backbone, which the installed wheel loads by the name its record gives
+    run_pipeline(tmp_path, "saerad:phantom-resnet", epochs=3)
+    saerad("build", "--backbone", "saerad:phantom-resnet", "--sae", str(tmp_path / "sae"), "--dictionary",
            str(tmp_path / "interp" / "feature_dictionary.json"), "--out", str(tmp_path / "model"))
     card = (tmp_path / "model" / "README.md").read_text()
     assert "## Data and license" in card and str(tmp_path) not in card
+    record = json.loads((tmp_path / "model" / "saerad_build.json").read_text())
+    assert record["backbone"] == record["build_args"]["backbone"] == "saerad:phantom-resnet"
+    saerad("build", "--from-record", str(tmp_path / "model" / "saerad_build.json"), "--out", str(tmp_path / "again"))
+    for name in ("model.safetensors", "config.json", "feature_dictionary.json", "README.md", *REMOTE_CODE):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "model" / name).read_bytes(), name
     assert json.loads((tmp_path / "model" / "config.json").read_text())["d_sae"] > 0
     out = saerad("push", str(tmp_path / "model"), "--repo-id", "me/sae-rad", "--space-id", "me/sae-rad-space",
                  "--dry-run")

@@ -270,9 +270,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def build_options(p: argparse.ArgumentParser) -> None:
     """Options of `saerad build`."""
-    p.add_argument("--backbone", required=True, help="the backbone the SAE was trained on (folder or hub id)")
-    p.add_argument("--sae", required=True, help="folder written by `saerad train`")
-    p.add_argument("--dictionary", required=True, help="feature_dictionary.json from `saerad interpret`")
+    p.add_argument("--backbone", help="the backbone the SAE was trained on (folder, hub id, or a bundled one: "
+                                      "saerad:phantom-resnet, saerad:phantom-dino)")
+    p.add_argument("--sae", help="folder written by `saerad train`")
+    p.add_argument("--dictionary", help="feature_dictionary.json from `saerad interpret`")
+    p.add_argument("--from-record", metavar="FILE", help="rebuild from a model folder's saerad_build.json (its "
+                                                         "backbone, SAE, dictionary, results and settings)")
     p.add_argument("--results", help="results.json from `saerad evaluate`, for the card's model-index")
     p.add_argument("--min-feature-score", type=float, help="features scored below this AUROC never write a sentence "
                                                            "(default: the dictionary's score threshold)")
@@ -288,11 +291,21 @@ def build_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Assemble the model folder and its card."""
-    from .hub import build
+    from .hub import build, build_from_record
 
-    folder = build(args.backbone, args.sae, args.dictionary, args.out, results=args.results,
-                   min_feature_score=args.min_feature_score, max_report_features=args.max_report_features,
-                   min_activation=args.min_activation, title=args.title, overwrite=args.overwrite)
+    given = [f"--{k.replace('_', '-')}" for k in ("backbone", "sae", "dictionary", "results", "min_feature_score",
+                                                  "max_report_features", "min_activation", "title")
+             if getattr(args, k) is not None]
+    if args.from_record:
+        if given:
+            raise UserError(f"--from-record takes everything from the record; drop {', '.join(given)}")
+        folder = build_from_record(args.from_record, args.out, overwrite=args.overwrite)
+    elif not (args.backbone and args.sae and args.dictionary):
+        raise UserError("build needs --backbone, --sae and --dictionary (or --from-record FILE)")
+    else:
+        folder = build(args.backbone, args.sae, args.dictionary, args.out, results=args.results,
+                       min_feature_score=args.min_feature_score, max_report_features=args.max_report_features,
+                       min_activation=args.min_activation, title=args.title, overwrite=args.overwrite)
     print(f"model folder {folder}")
     return 0
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from . import __version__
 from .errors import MissingInput, UserError, first_line, loading
 from .outputs import atomic_save_tensors, atomic_write
+from .resources import resolve_backbone
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -39,10 +40,10 @@ def _sha256(path: Path) -> str:
 def backbone_fingerprint(backbone: str, model=None) -> dict:
     """Hub revision when loaded from the hub, else a hash of the local weight files."""
     revision = getattr(getattr(model, "config", None), "_commit_hash", None)
-    digest = None
-    if os.path.isdir(backbone):
+    digest, folder = None, resolve_backbone(backbone)
+    if os.path.isdir(folder):
         digest = hashlib.sha256()
-        for path in sorted(Path(backbone).glob("*.safetensors")):
+        for path in sorted(Path(folder).glob("*.safetensors")):
             digest.update(_sha256(path).encode())
         digest = digest.hexdigest()
     return {"backbone": backbone, "backbone_revision": revision, "backbone_sha256": digest}
@@ -71,12 +72,13 @@ class _Rows(torch.utils.data.Dataset):
 
 
 def load_backbone(name_or_path: str) -> tuple:
-    """A transformers vision backbone (safetensors only) and its image processor; a failure is one `UserError`."""
+    """A transformers vision backbone (safetensors only) and its image processor, from a folder, a hub id or a
+    bundled backbone's `saerad:NAME`; a failure is one `UserError`."""
     from transformers import AutoImageProcessor, AutoModel
 
+    source = resolve_backbone(name_or_path)
     with loading(name_or_path, "the backbone"):
-        return (AutoModel.from_pretrained(name_or_path, use_safetensors=True),
-                AutoImageProcessor.from_pretrained(name_or_path))
+        return AutoModel.from_pretrained(source, use_safetensors=True), AutoImageProcessor.from_pretrained(source)
 
 
 def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls", dtype: str = "float32",

@@ -13,7 +13,7 @@ from typing import Optional
 from .data.terms import data_terms
 from .errors import MissingInput, NoAccess, Unreachable, UserError, first_line
 from .outputs import output_folder, replace_folder
-from .resources import REMOTE_CODE, resource
+from .resources import BUNDLED, REMOTE_CODE, bundled_name, resolve_backbone, resource
 
 HEADLINE = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "meteor", "cider")
 
@@ -45,6 +45,12 @@ def hub_model_id(name: str) -> Optional[str]:
     from .generate import REPO_ID
 
     return name if REPO_ID.match(name) and not os.path.exists(name) else None
+
+
+def backbone_record_name(backbone: str) -> str:
+    """How the build record and the card name a backbone, so that `--backbone` loads it again: a hub id, a bundled
+    backbone's `saerad:NAME`, else a local folder by its name (not the build machine's path)."""
+    return hub_model_id(backbone) or bundled_name(backbone) or Path(backbone).name
 
 
 def _backbone_training(pretraining: Optional[dict]) -> str:
@@ -103,7 +109,8 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     phantom = "phantom" in dataset
     fields = {
         "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
-        "backbone": f"`{base_model}`" if base_model else f"`{Path(info['backbone']).name}`, a local folder",
+        "backbone": f"`{base_model}`" if base_model else f"`{info['backbone']}`, bundled with saerad"
+        if info["backbone"].startswith(BUNDLED) else f"`{Path(info['backbone']).name}`, a local folder",
         "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"],
         "dataset": dataset, "n_train": training.get("n", "n/a"), "data_terms": data_terms(dataset),
         "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
@@ -131,7 +138,7 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
 
 def backbone_pretraining(backbone: str) -> Optional[dict]:
     """What a backbone made by `saerad pretrain` learnt from (its pretrain.json), for the card; None otherwise."""
-    path = Path(backbone) / "pretrain.json"
+    path = Path(resolve_backbone(backbone)) / "pretrain.json"
     if not path.is_file():
         return None
     from .pretrain import REPORT_SUPERVISED
@@ -164,12 +171,13 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     backbone_model, processor = load_backbone(backbone)
     vision = backbone_model.config
     data = json.loads(Path(dictionary).read_text())
+    given_score = min_feature_score
     if min_feature_score is None and any(f.get("score") is not None for f in data.get("features", [])):
         min_feature_score = data.get("score_threshold")
     overrides = {k: v for k, v in (("max_report_features", max_report_features), ("min_activation", min_activation))
                  if v is not None}
     vision_dict = vision.to_dict()
-    vision_dict["_name_or_path"] = hub_model_id(backbone) or Path(backbone).name  # not the build machine's path
+    vision_dict["_name_or_path"] = backbone_record_name(backbone)  # not the build machine's path
     try:  # the remote code validates the values and the dictionary; a refusal there is the user's input
         config = SAERadConfig(vision_config=vision_dict, pooling=sae_config.get("pooling") or "cls",
                               d_in=sae_config["d_in"], sae_architecture=sae_config["architecture"],
@@ -191,8 +199,7 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         training = sae_path / "training_metrics.json"
         interp = Path(dictionary).with_name("interpret_metrics.json")
         info = {
-            "backbone": hub_model_id(sae_config.get("backbone") or backbone)
-            or Path(sae_config.get("backbone") or backbone).name,  # a local folder by its name, not its path
+            "backbone": backbone_record_name(sae_config.get("backbone") or backbone),
             "base_model": hub_model_id(sae_config.get("backbone") or backbone),
             "architecture": sae_config["architecture"],
             "d_sae": sae_config["d_sae"], "d_in": sae_config["d_in"], "pooling": config.pooling,
@@ -201,6 +208,12 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
                                  if k != "feature_density_histogram"} if training.exists() else {},
             "interpret_metrics": json.loads(interp.read_text()) if interp.exists() else {},
             "backbone_pretraining": backbone_pretraining(backbone),
+            # what `saerad build --from-record` passes again: names, or paths relative to the model folder
+            "build_args": {"backbone": hub_model_id(backbone) or bundled_name(backbone) or _near(backbone, target),
+                           "sae": _near(sae_dir, target), "dictionary": _near(dictionary, target),
+                           "results": _near(results, target), "min_feature_score": given_score,
+                           "max_report_features": max_report_features, "min_activation": min_activation,
+                           "title": title},
         }
         if "phantom" in (info["dataset"] or ""):  # drawn images: shown as thumbnails; real radiographs never are
             info["exemplar_thumbnails"] = write_thumbnails(sae_config.get("dataset"), data, tmp / THUMBNAILS)
@@ -210,6 +223,43 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _near(path: Optional[str], folder: Path) -> Optional[str]:
+    """`path` relative to `folder` when it lies in the folder's parent (as the demo's sae/ lies beside its model/);
+    None elsewhere, so that a record names no path of the build machine."""
+    if path is None or not os.path.exists(path):
+        return None
+    relative = Path(os.path.relpath(Path(path).resolve(), folder))
+    return relative.as_posix() if relative.parts.count("..") <= 1 else None
+
+
+def build_from_record(record: str, out: str, overwrite: bool = False) -> Path:
+    """Rebuild a model folder from its `saerad_build.json`: the same backbone (by its recorded name), SAE, dictionary,
+    results and settings (paths as recorded, relative to the folder the record sits in)."""
+    path = Path(record)
+    if not path.is_file():
+        raise MissingInput(f"{record}: no such file; expected a model folder's saerad_build.json")
+    try:
+        args = json.loads(path.read_text())["build_args"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{record}: no build_args (not a saerad_build.json, or one from an older saerad); run "
+                        "`saerad build` with --backbone, --sae and --dictionary") from None
+    missing = [f"--{k}" for k in ("backbone", "sae", "dictionary") if not args.get(k)]
+    if missing:
+        raise UserError(f"{record}: records no {', '.join(missing)} (it lay outside the model folder's parent); run "
+                        "`saerad build` naming them")
+
+    def local(key: str) -> Optional[str]:
+        value = args.get(key)
+        return None if value is None else str(path.parent / value)
+
+    backbone = args["backbone"]  # a folder recorded relative to the model folder, else a bundled name or hub id
+    if not backbone.startswith(BUNDLED) and (path.parent / backbone).is_dir():
+        backbone = local("backbone")
+    return build(backbone, local("sae"), local("dictionary"), out, results=local("results"),
+                 min_feature_score=args.get("min_feature_score"), max_report_features=args.get("max_report_features"),
+                 min_activation=args.get("min_activation"), title=args.get("title"), overwrite=overwrite)
 
 
 THUMBNAILS = "exemplars"  # the Space shows these beside a feature
