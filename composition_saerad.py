@@ -299,12 +299,21 @@ def why_empty(result: dict) -> str:
     return f"(no report: {fired}, " + " and ".join(parts) + ")" if parts else f"(no report: {fired})"
 
 
-def composer_settings(config: Any, overrides: dict) -> dict:
-    """The composer's settings for one call: the config's, replaced by `overrides` (only `COMPOSER_SETTINGS`)."""
-    unknown = sorted(set(overrides) - set(COMPOSER_SETTINGS))
+def load_feature_dictionary(data_or_path: Union[dict, str, os.PathLike], d_sae: int) -> dict:
+    """A feature dictionary (a dict, or the path of a `feature_dictionary.json`) read and validated."""
+    if isinstance(data_or_path, dict):
+        return validate_feature_dictionary(data_or_path, d_sae)
+    return validate_feature_dictionary(read_feature_dictionary(data_or_path), d_sae, str(data_or_path))
+
+
+def check_generate_arguments(config: Any, features: dict, settings: dict, feature_overrides: dict) -> tuple:
+    """The composer's settings for one `generate` call (the config's, replaced by `settings`: only
+    `COMPOSER_SETTINGS`) and the checked `feature_overrides`; a TypeError or ValueError says what is wrong."""
+    unknown = sorted(set(settings) - set(COMPOSER_SETTINGS))
     if unknown:
         raise TypeError(f"generate() got unknown settings {unknown}; allowed: {list(COMPOSER_SETTINGS)}")
-    return {name: overrides.get(name, getattr(config, name)) for name in COMPOSER_SETTINGS}
+    chosen = {name: settings.get(name, getattr(config, name)) for name in COMPOSER_SETTINGS}
+    return chosen, check_feature_overrides(feature_overrides, features, config.d_sae)
 
 
 def check_feature_overrides(feature_overrides: dict, features: dict, d_sae: int) -> dict:
@@ -359,9 +368,11 @@ __all__ = [
     "COMPOSER_SETTINGS",
     "FEATURE_DICTIONARY_NAME",
     "check_feature_overrides",
+    "check_generate_arguments",
     "compose_report",
     "compose_reports",
     "explain_rows",
+    "load_feature_dictionary",
     "normalize_deid",
     "normalize_sentence",
     "read_feature_dictionary",

@@ -16,12 +16,10 @@ from transformers.utils import ModelOutput, logging
 try:  # as remote code (transformers_modules) the files are siblings in a package
     from .composition_saerad import (
         FEATURE_DICTIONARY_NAME,
-        check_feature_overrides,
+        check_generate_arguments,
         compose_reports,
-        composer_settings,
         explain_rows,
-        read_feature_dictionary,
-        validate_feature_dictionary,
+        load_feature_dictionary,
     )
     from .configuration_saerad import SAERadConfig
     from .image_processing_saerad import as_checked_processor, default_image_processor
@@ -29,12 +27,10 @@ try:  # as remote code (transformers_modules) the files are siblings in a packag
 except ImportError:  # installed with saerad, they are top-level modules
     from composition_saerad import (
         FEATURE_DICTIONARY_NAME,
-        check_feature_overrides,
+        check_generate_arguments,
         compose_reports,
-        composer_settings,
         explain_rows,
-        read_feature_dictionary,
-        validate_feature_dictionary,
+        load_feature_dictionary,
     )
     from configuration_saerad import SAERadConfig
     from image_processing_saerad import as_checked_processor, default_image_processor
@@ -297,11 +293,7 @@ class SAERadModel(SAERadPreTrainedModel):
 
     def load_feature_dictionary(self, data_or_path: Union[dict, str, os.PathLike]) -> None:
         """Attach a feature dictionary (a dict or a path to `feature_dictionary.json`) after validating it."""
-        source = "feature dictionary"
-        if not isinstance(data_or_path, dict):
-            source = str(data_or_path)
-            data_or_path = read_feature_dictionary(data_or_path)
-        self.feature_dictionary = validate_feature_dictionary(data_or_path, self.config.d_sae, source)
+        self.feature_dictionary = load_feature_dictionary(data_or_path, self.config.d_sae)
 
     @property
     def features(self) -> dict:
@@ -312,7 +304,7 @@ class SAERadModel(SAERadPreTrainedModel):
 
     def check_feature_overrides(self, feature_overrides: dict) -> dict:
         """`{feature_id: value}` checked against this model (public, so callers can refuse before any compute)."""
-        return check_feature_overrides(feature_overrides, self.features, self.config.d_sae)
+        return check_generate_arguments(self.config, self.features, {}, feature_overrides)[1]
 
     @torch.no_grad()
     def generate(self, pixel_values: torch.FloatTensor, return_dict_in_generate: bool = False,
@@ -327,10 +319,9 @@ class SAERadModel(SAERadPreTrainedModel):
         """
         if self.feature_dictionary is None:
             raise ValueError(NO_DICTIONARY)
-        settings = composer_settings(self.config, overrides)
+        settings, changed = check_generate_arguments(self.config, self.features, overrides, feature_overrides or {})
         if output_localization and not return_dict_in_generate:
             raise ValueError("output_localization needs return_dict_in_generate=True (the maps go with the sentences)")
-        changed = self.check_feature_overrides(feature_overrides or {})
         if output_localization:  # one forward serves both the report and its maps
             traced = trace(self.vision_model, self.encode_backbone_output, pixel_values, self.config.vision_config)
             image_embeds, activations = traced.embeds.detach(), traced.acts.detach().clone()
