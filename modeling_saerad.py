@@ -363,6 +363,8 @@ class SAERadModel(SAERadPreTrainedModel):
         out = generated if generated is not None else self.generate(pixel_values, return_dict_in_generate=True)
         rows = explain_rows(out.feature_activations.float().cpu().tolist(), out.sentences, out.omitted, self.features)
         for i, table in enumerate(rows if output_localization else []):
+            if not table:  # nothing fired: no map to take
+                continue
             maps = self.localize(pixel_values[i : i + 1], feature_ids=[r["feature_id"] for r in table])[0]
             for row, m in zip(table, maps):
                 row["localization"], row["side"] = m, map_side(m)

@@ -49,6 +49,14 @@ def test_demo_runs_every_stage_into_its_workdir_then_reuses_them(mini_iu, backbo
     assert results["n"] == len((work / "predictions.jsonl").read_text().splitlines()) > 0
     assert "| sae-rad |" in out and "| oracle |" in out and "Images are phantoms" in out
 
+    # the build record names every input, results included, so that the folder is rebuilt from it byte for byte
+    record = work / "model" / "saerad_build.json"
+    assert json.loads(record.read_text())["build_args"]["results"] == "../results.json"
+    assert main(["build", "--from-record", str(record), "--out", str(work / "rebuilt")]) == 0  # beside model/
+    for name in ("README.md", "saerad_build.json", "config.json", "model.safetensors", "feature_dictionary.json"):
+        assert (work / "rebuilt" / name).read_bytes() == (work / "model" / name).read_bytes(), name
+    capsys.readouterr()
+
     report = readme_report_command(work)  # the README's `saerad report` line, on this workdir
     assert len(report) > 5 and main(report[1:]) == 0
     payload = json.loads(capsys.readouterr().out)

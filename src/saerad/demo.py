@@ -206,7 +206,7 @@ def _model_stage(work: Path, backbone: str) -> None:
 
 def _evaluation_stage(work: Path, baselines: tuple) -> dict:
     from .evaluation.runner import run_evaluation
-    from .hub import render_card
+    from .hub import attach_results
 
     model_dir, predictions, results_path = work / "model", work / "predictions.jsonl", work / "results.json"
     cached = (results_path.exists() and predictions.exists()
@@ -215,7 +215,7 @@ def _evaluation_stage(work: Path, baselines: tuple) -> dict:
     if cached:
         return json.loads(results_path.read_text())
     results = run_evaluation(str(work / "data"), "test", model=str(model_dir), baselines=baselines, out=str(work))
-    render_card(str(model_dir), results)
+    attach_results(str(model_dir), str(results_path))
     return results
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 from .data.terms import data_terms
 from .errors import MissingInput, NoAccess, Unreachable, UserError, first_line
-from .outputs import output_folder, replace_folder
+from .outputs import atomic_write, output_folder, replace_folder
 from .resources import BUNDLED, REMOTE_CODE, bundled_name, resolve_backbone, resource
 
 HEADLINE = ("micro_f1_14", "macro_f1_14", "micro_f1_5", "macro_f1_5", "bleu_4", "rouge_l", "meteor", "cider")
@@ -69,6 +69,15 @@ def _backbone_training(pretraining: Optional[dict]) -> str:
     return f"\n- Backbone pretraining (`saerad pretrain` on `{pretraining['dataset']}`): {how}."
 
 
+def _backbone_text(base_model: Optional[str], recorded: str) -> str:
+    """The card's name for the backbone: a hub id, a bundled backbone, or a local folder by its name."""
+    if base_model:
+        return f"`{base_model}`"
+    if recorded.startswith(BUNDLED):
+        return f"`{recorded}`, bundled with saerad"
+    return f"`{Path(recorded).name}`, a local folder"
+
+
 def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optional[str] = None) -> str:
     """Write the model card README.md of a built model folder through huggingface_hub's `ModelCard` (the headline
     metrics of `results` as `EvalResult` entries of its model index, when given)."""
@@ -109,8 +118,7 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     phantom = "phantom" in dataset
     fields = {
         "title": info.get("title") or f"SAE-Rad on {dataset}", "repo_id": repo_id or "ORG/NAME",
-        "backbone": f"`{base_model}`" if base_model else f"`{info['backbone']}`, bundled with saerad"
-        if info["backbone"].startswith(BUNDLED) else f"`{Path(info['backbone']).name}`, a local folder",
+        "backbone": _backbone_text(base_model, info["backbone"]),
         "architecture": info["architecture"], "d_sae": info["d_sae"], "d_in": info["d_in"], "pooling": info["pooling"],
         "dataset": dataset, "n_train": training.get("n", "n/a"), "data_terms": data_terms(dataset),
         "l0": _fmt(training.get("l0"), 2), "fvu": _fmt(training.get("fvu")), "mse": _fmt(training.get("mse"), 4),
@@ -199,7 +207,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         training = sae_path / "training_metrics.json"
         interp = Path(dictionary).with_name("interpret_metrics.json")
         info = {
-            "backbone": backbone_record_name(sae_config.get("backbone") or backbone),
+            # the name that loads the backbone built in: bundled, else as the SAE's training recorded it
+            "backbone": bundled_name(backbone) or backbone_record_name(sae_config.get("backbone") or backbone),
             "base_model": hub_model_id(sae_config.get("backbone") or backbone),
             "architecture": sae_config["architecture"],
             "d_sae": sae_config["d_sae"], "d_in": sae_config["d_in"], "pooling": config.pooling,
@@ -225,13 +234,23 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     return target
 
 
+def attach_results(model_dir: str, results_path: str) -> str:
+    """Render a built folder's card again with the results in `results_path`, which its build record then names (so
+    that `build --from-record` writes the same card)."""
+    folder = Path(model_dir)
+    record = json.loads((folder / "saerad_build.json").read_text())
+    record.setdefault("build_args", {})["results"] = _near(results_path, folder)
+    atomic_write(folder / "saerad_build.json", json.dumps(record, indent=1))
+    return render_card(model_dir, json.loads(Path(results_path).read_text()))
+
+
 def _near(path: Optional[str], folder: Path) -> Optional[str]:
-    """`path` relative to `folder` when it lies in the folder's parent (as the demo's sae/ lies beside its model/);
-    None elsewhere, so that a record names no path of the build machine."""
+    """`path` relative to `folder` when it lies at most two levels up (as the demo's sae/ lies beside its model/);
+    None further away, so that a record names no path of the build machine."""
     if path is None or not os.path.exists(path):
         return None
     relative = Path(os.path.relpath(Path(path).resolve(), folder))
-    return relative.as_posix() if relative.parts.count("..") <= 1 else None
+    return relative.as_posix() if relative.parts.count("..") <= 2 else None
 
 
 def build_from_record(record: str, out: str, overwrite: bool = False) -> Path:
@@ -247,7 +266,7 @@ def build_from_record(record: str, out: str, overwrite: bool = False) -> Path:
                         "`saerad build` with --backbone, --sae and --dictionary") from None
     missing = [f"--{k}" for k in ("backbone", "sae", "dictionary") if not args.get(k)]
     if missing:
-        raise UserError(f"{record}: records no {', '.join(missing)} (it lay outside the model folder's parent); run "
+        raise UserError(f"{record}: records no {', '.join(missing)} (it lay far from the model folder); run "
                         "`saerad build` naming them")
 
     def local(key: str) -> Optional[str]:
