@@ -22,6 +22,7 @@ from saerad.paths import cache_dir
 
 from fixtures import image_file
 from minimal_env import requirements_venv
+from readme import blocks
 
 # Reports with negation, uncertainty ("may", "cannot be excluded"), laterality and de-identification tokens.
 REPORTS = ["Small left pleural effusion.", "Mild cardiomegaly. No effusion.", "The lungs are clear. XXXX normal.",
@@ -102,14 +103,14 @@ def metric_venv(tmp_path_factory) -> Path:
     return requirements_venv("\n".join(lines) + "\n", cache_dir("metric-venvs"))
 
 
-def run_without_saerad(venv: Path, code: str, tmp_path: Path, *args: str) -> dict:
+def run_without_saerad(venv: Path, code: str, tmp_path: Path, *args: str) -> str:
     """Run `code` with the venv's Python, offline, where neither saerad nor torch is importable; its last line."""
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
     run = subprocess.run([str(venv / "bin" / "python"), "-c", code, *args], capture_output=True, text=True, env=env,
                          cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run.stdout.strip().splitlines()[-1]
 
 
 SCORE = r"""
@@ -162,7 +163,8 @@ def test_modules_reproduce_saerad_evaluate_without_saerad(metric_venv, varied_da
     payload.write_text(json.dumps({"systems": list(results["systems"]), "rows": rows,
                                    "uncertain_as_positive": uncertain_as_positive}))
     staged = staged_folders(tmp_path)
-    theirs = run_without_saerad(metric_venv, SCORE, tmp_path, str(next(iter(staged.values())).parent), str(payload))
+    theirs = json.loads(run_without_saerad(metric_venv, SCORE, tmp_path, str(next(iter(staged.values())).parent),
+                                           str(payload)))
     saved = json.loads((out / "results.json").read_text())
     for system, metrics in saved["systems"].items():
         assert len(metrics) == 24 + wordnet_available()  # bleu 4, rouge, cider, chexpert 4 + 14 (+ meteor)
@@ -191,7 +193,8 @@ def test_staged_labeler_labels_every_iu_report_as_the_toolkit(metric_venv, tmp_p
     texts = ["\n\n".join(r[k] for k in ("findings", "impression") if r[k]) for r in reports]
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     staged = stage_metrics("o", str(tmp_path / "staged"))["chexpert_f1"]
-    theirs = run_without_saerad(metric_venv, LABEL, tmp_path, str(staged.parent), str(tmp_path / "texts.json"))
+    theirs = json.loads(run_without_saerad(metric_venv, LABEL, tmp_path, str(staged.parent),
+                                           str(tmp_path / "texts.json")))
     assert theirs["labels"] == [label_report(t) for t in texts]
     assert theirs["mentions"] == [label_mentions(t) for t in texts]
     assert sum(bool(labels) for labels in theirs["labels"]) > 3500  # the reports were read, and labelled
@@ -206,3 +209,11 @@ def test_toolkit_load_metric_runs_the_staged_module():
     assert module.compute(predictions=preds, references=refs, uncertain_as_positive=False) == chexpert_f1(
         preds, refs, uncertain_as_positive=False)
     assert sys.modules.get("saerad.evaluation.evaluate_modules") is None
+
+
+def test_readme_evaluate_example_runs_without_saerad(metric_venv, tmp_path):
+    (example,) = [block for block in blocks("python") if "evaluate.combine" in block]
+    staged = next(iter(stage_metrics("o", str(tmp_path / "staged")).values())).parent
+    printed = run_without_saerad(metric_venv, example.replace('"ORG/', f'"{staged}/'), tmp_path)
+    result = ast.literal_eval(printed)  # the example prints the dict
+    assert {"bleu_4", "rouge_l", "cider", "micro_f1_14", "f1_pleural_effusion"} <= set(result)
