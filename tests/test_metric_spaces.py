@@ -217,3 +217,30 @@ def test_readme_evaluate_example_runs_without_saerad(metric_venv, tmp_path):
     printed = run_without_saerad(metric_venv, example.replace('"ORG/', f'"{staged}/'), tmp_path)
     result = ast.literal_eval(printed)  # the example prints the dict
     assert {"bleu_4", "rouge_l", "cider", "micro_f1_14", "f1_pleural_effusion"} <= set(result)
+
+
+def test_push_without_a_model_or_metrics_or_with_a_bad_org_is_one_clear_line(capsys):
+    assert main(["push", "--dry-run"]) == 2
+    assert "needs a model folder and --repo-id ORG/NAME, or --metrics ORG" in capsys.readouterr().err
+    assert main(["push", "--metrics", "org/name", "--dry-run"]) == 2
+    assert "--metrics takes the Hub user or organisation" in capsys.readouterr().err
+
+
+APP = r"""
+import json, runpy, sys
+import evaluate.utils
+shown = []
+evaluate.utils.launch_gradio_widget = shown.append  # Gradio 3 is the Hub's business; here: what app.py would show
+for folder in sys.argv[1:]:
+    runpy.run_path(f"{folder}/app.py", run_name="__main__")
+print(json.dumps([[m.name, m.compute(predictions=["No effusion."], references=["No effusion."])] for m in shown]))
+"""
+
+
+def test_each_space_app_loads_its_own_script_beside_it(metric_venv, tmp_path):
+    from saerad.evaluation.wordnet import wordnet_available
+
+    folders = stage_metrics("o", str(tmp_path / "staged"))
+    shown = json.loads(run_without_saerad(metric_venv, APP, tmp_path, *map(str, folders.values())))
+    assert [name for name, _ in shown] == list(folders)
+    assert all(result for name, result in shown if name != "meteor" or wordnet_available())  # each computed

@@ -328,8 +328,6 @@ def cmd_push(args: argparse.Namespace) -> int:
         if args.metrics is None or args.model_dir is not None:
             raise UserError("saerad push needs a model folder and --repo-id ORG/NAME, or --metrics ORG, or both")
         return _push_metrics(args)
-    if args.metrics is not None:
-        _push_metrics(args)
     plan = push(args.model_dir, args.repo_id, space_id=args.space_id, private=args.private, dry_run=args.dry_run)
     staged = plan.get("staged")
     for key in ("model", "space"):
@@ -344,7 +342,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             print(f"  {name}" + (f"  (as staged: {Path(staged) / key / name})" if rewritten else ""))
     if staged:
         print(f"the rewritten files (model card, Space README and app.py) are staged in {staged}")
-    return 0
+    return _push_metrics(args) if args.metrics is not None else 0
 
 
 
