@@ -125,20 +125,22 @@ def generate_without_saerad(model_dir: Path, pixels, tmp_path: Path) -> dict:
 
 def requirements_venv(requirements: str, root: Path, extra: tuple = ()) -> Path:
     """A venv holding what `requirements` (a requirements.txt's text) and `extra` list and nothing else, built once
-    per requirements under `root` (in a temporary folder, then renamed, so a killed build is never reused)."""
+    per requirements under `root` (in a temporary folder, then renamed, so a killed build is never reused). Option
+    lines (`--index-url ...`) are left out: this machine reaches PyPI only."""
     import hashlib
     import shutil
     import tempfile
 
     import pytest
 
-    key = hashlib.sha256((requirements + "\n".join(extra) + sys.version).encode()).hexdigest()[:16]
+    key = hashlib.sha256((requirements + "".join(extra) + sys.version).encode()).hexdigest()[:16]
     venv = root / key
     if (venv / "bin" / "python").exists():
         return venv
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
-    (tmp / "requirements.txt").write_text(requirements)
+    (tmp / "requirements.txt").write_text("\n".join(line for line in requirements.splitlines()
+                                                   if not line.startswith("--")))
     subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True)
     run = subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile",
                           "--disable-pip-version-check", *extra, "-r", str(tmp / "requirements.txt")],

@@ -175,15 +175,15 @@ def test_modules_reproduce_saerad_evaluate_without_saerad(metric_venv, varied_da
 LABEL = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])  # the staged Space folder's parent: its files import each other relatively
-from chexpert_f1.chexpert_labeler import label_mentions, label_report
-texts = json.load(open(sys.argv[2]))
-print(json.dumps({"labels": [label_report(t) for t in texts], "mentions": [label_mentions(t) for t in texts]}))
+from chexpert_f1.chexpert_labeler import aggregate, label_mentions
+mentions = [label_mentions(t) for t in json.load(open(sys.argv[2]))]
+print(json.dumps({"labels": [aggregate(m) for m in mentions], "mentions": mentions}))  # label_report, in two steps
 """
 
 
 def test_staged_labeler_labels_every_iu_report_as_the_toolkit(metric_venv, tmp_path):
     from saerad.data.iu import read_reports
-    from saerad.labeler import label_mentions, label_report
+    from saerad.labeler import aggregate, label_mentions
 
     try:
         reports = read_reports()
@@ -195,8 +195,9 @@ def test_staged_labeler_labels_every_iu_report_as_the_toolkit(metric_venv, tmp_p
     staged = stage_metrics("o", str(tmp_path / "staged"))["chexpert_f1"]
     theirs = json.loads(run_without_saerad(metric_venv, LABEL, tmp_path, str(staged.parent),
                                            str(tmp_path / "texts.json")))
-    assert theirs["labels"] == [label_report(t) for t in texts]
-    assert theirs["mentions"] == [label_mentions(t) for t in texts]
+    mentions = [label_mentions(t) for t in texts]
+    assert theirs["mentions"] == mentions
+    assert theirs["labels"] == [aggregate(m) for m in mentions]
     assert sum(bool(labels) for labels in theirs["labels"]) > 3500  # the reports were read, and labelled
 
 

@@ -23,10 +23,8 @@ def space_venv() -> Path:
     ~/.cache/saerad)."""
     # The Hub reads the index line (PyTorch's CPU wheels); this machine reaches PyPI only, so the line is left out
     # and torch is pinned to the CPU wheel on disk, which the requirement's range admits.
-    requirements = "\n".join(line for line in (SPACE / "requirements.txt").read_text().splitlines()
-                             if not line.startswith("--"))
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "saerad" / "space-venvs"
-    return requirements_venv(requirements, root, (TORCH,))
+    return requirements_venv((SPACE / "requirements.txt").read_text(), root, (TORCH,))
 
 
 def test_the_space_runs_from_its_requirements_alone(tmp_path):
