@@ -139,3 +139,34 @@ def generate_without_saerad(model_dir: Path, pixels, tmp_path: Path) -> dict:
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def requirements_venv(requirements: str, root: Path, extra: tuple = ()) -> Path:
+    """A venv holding what `requirements` (a requirements.txt's text) and `extra` list and nothing else, built once
+    per requirements under `root` (in a temporary folder, then renamed, so a killed build is never reused). Option
+    lines (`--index-url ...`) are left out: this machine reaches PyPI only."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    import pytest
+
+    key = hashlib.sha256((requirements + "".join(extra) + sys.version).encode()).hexdigest()[:16]
+    venv = root / key
+    if (venv / "bin" / "python").exists():
+        return venv
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
+    (tmp / "requirements.txt").write_text("\n".join(line for line in requirements.splitlines()
+                                                   if not line.startswith("--")))
+    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True)
+    run = subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile",
+                          "--disable-pip-version-check", *extra, "-r", str(tmp / "requirements.txt")],
+                         capture_output=True, text=True)
+    if run.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(f"pip install -r requirements.txt failed:\n{run.stderr[-3000:]}")
+    # the venv's scripts hold its path; only `python -m` is used, so the rename is safe
+    os.replace(tmp / "venv", venv)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return venv

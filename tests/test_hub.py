@@ -46,6 +46,8 @@ def test_built_folder_has_the_hub_layout_and_card(built, backbone_dir):
     assert (f"{interp['n_live']} live\n  features, of which {interp['n_low_support']} fired (or stayed silent) on "
             f"fewer than 5 held-out rows") in card
     assert "| sae-rad | 0.500 |" in card
+    evaluation = card.split("## Evaluation")[1].split("\n## ")[0]  # the results name the modules that made them
+    assert all(f"`{name}`" in evaluation for name in ("bleu", "rouge", "meteor", "cider", "chexpert_f1"))
 
 
 def test_the_card_and_build_record_hold_no_machine_paths_and_name_the_data_terms(built, tmp_path):

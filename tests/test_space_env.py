@@ -1,12 +1,9 @@
 """The Space as the Hub builds it: a fresh virtual environment from spaces/requirements.txt alone, app.py started
 from a copy of the Space folder, a report through gradio_client equal to model.generate."""
 
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_model
+from minimal_env import requirements_venv
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces"
 TORCH = os.environ.get("SAERAD_SPACE_TORCH", "torch==2.13.0")  # the CPU wheel on this machine's disk
@@ -22,29 +20,11 @@ TORCH = os.environ.get("SAERAD_SPACE_TORCH", "torch==2.13.0")  # the CPU wheel o
 
 def space_venv() -> Path:
     """A venv holding what requirements.txt lists and nothing else, built once per requirements file (cached under
-    ~/.cache/saerad, built in a temporary folder and renamed, so a killed build is never reused)."""
-    requirements = (SPACE / "requirements.txt").read_text()
-    key = hashlib.sha256((requirements + TORCH + sys.version).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "saerad" / "space-venvs"
-    venv = root / key
-    if (venv / "bin" / "python").exists():
-        return venv
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
+    ~/.cache/saerad)."""
     # The Hub reads the index line (PyTorch's CPU wheels); this machine reaches PyPI only, so the line is left out
     # and torch is pinned to the CPU wheel on disk, which the requirement's range admits.
-    local = tmp / "requirements.txt"
-    local.write_text("\n".join(line for line in requirements.splitlines() if not line.startswith("--")))
-    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True)
-    run = subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile",
-                          "--disable-pip-version-check", TORCH, "-r", str(local)], capture_output=True, text=True)
-    if run.returncode:
-        shutil.rmtree(tmp, ignore_errors=True)
-        pytest.fail(f"pip install -r spaces/requirements.txt failed:\n{run.stderr[-3000:]}")
-    # the venv's scripts hold its path; only `python -m` is used, so the rename is safe
-    os.replace(tmp / "venv", venv)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return venv
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "saerad" / "space-venvs"
+    return requirements_venv((SPACE / "requirements.txt").read_text(), root, (TORCH,))
 
 
 def test_the_space_runs_from_its_requirements_alone(tmp_path):

@@ -68,3 +68,10 @@ def test_the_installed_wheel_builds_and_stages_a_push(tmp_path):
     assert "  app.py" in out and "  inference.py" in out and "  requirements.txt" in out
     assert '"me/sae-rad"' in (staged / "space" / "app.py").read_text()
     assert 'from_pretrained("me/sae-rad"' in (staged / "model" / "README.md").read_text()
+    # the metric Spaces stage from the wheel's package data too (scripts, cards, requirements, standalone files)
+    out = saerad("push", "--metrics", "me", "--dry-run")
+    folders = [Path(line.rsplit(": ", 1)[1]) for line in out.splitlines() if line.startswith("would upload metric")]
+    assert len(folders) == 5 and all((f / "README.md").is_file() and (f / "requirements.txt").is_file()
+                                     for f in folders)
+    assert {"chexpert_f1.py", "chexpert_labeler.py", "chexpert_phrases.py", "report_text.py", "app.py"} <= {
+        p.name for p in folders[-1].iterdir()}

@@ -313,18 +313,34 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def push_parser(p: argparse.ArgumentParser) -> None:
     """Options of `saerad push`."""
-    p.add_argument("model_dir", help="model folder from `saerad build`")
-    p.add_argument("--repo-id", required=True, help="model repo to create or update (ORG/NAME)")
+    p.add_argument("model_dir", nargs="?", help="model folder from `saerad build` (optional with --metrics)")
+    p.add_argument("--repo-id", help="model repo to create or update (ORG/NAME); needed with model_dir")
     p.add_argument("--space-id", help="also publish the Space that serves the model (ORG/NAME)")
     p.add_argument("--private", action="store_true", help="make the repos private")
     p.add_argument("--dry-run", action="store_true", help="print the files and settings; send nothing")
+    p.add_argument("--metrics", metavar="ORG", help="also publish the evaluate metric modules as Spaces ORG/<metric>")
 
+
+
+def _push_metrics(args: argparse.Namespace) -> int:
+    from .evaluation.metric_spaces import push_metrics
+
+    plan = push_metrics(args.metrics, private=args.private, dry_run=args.dry_run)
+    for name, part in plan.items():
+        print(f"{'would upload' if args.dry_run else 'uploaded'} metric {name} to space {part['repo_id']} "
+              f"(sdk=gradio): {part['folder']}")
+        print("  " + " ".join(part["files"]))
+    return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     """Publish the model folder (and the Space) to the Hub, or show what would be sent."""
     from .hub import push
 
+    if args.model_dir is None or args.repo_id is None:
+        if args.metrics is None or args.model_dir is not None:
+            raise UserError("saerad push needs a model folder and --repo-id ORG/NAME, or --metrics ORG, or both")
+        return _push_metrics(args)
     plan = push(args.model_dir, args.repo_id, space_id=args.space_id, private=args.private, dry_run=args.dry_run)
     staged = plan.get("staged")
     for key in ("model", "space"):
@@ -339,7 +355,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             print(f"  {name}" + (f"  (as staged: {Path(staged) / key / name})" if rewritten else ""))
     if staged:
         print(f"the rewritten files (model card, Space README and app.py) are staged in {staged}")
-    return 0
+    return _push_metrics(args) if args.metrics is not None else 0
 
 
 

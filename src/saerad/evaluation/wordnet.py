@@ -1,65 +1,17 @@
-"""WordNet for METEOR without a download: Debian's `wordnet-base` + `wordnet-sense-index` files, copied into an
-NLTK data folder in the saerad cache with the `lexnames` file that NLTK expects."""
+"""WordNet for METEOR in saerad's cache (the standalone `wordnet_data`, which the meteor Space ships, does the work)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-from ..outputs import replace_folder
 from ..paths import cache_dir
+from .standalone.wordnet_data import MISSING
+from .standalone.wordnet_data import require_wordnet as _require_wordnet
 
-DEBIAN_WORDNET = Path("/usr/share/wordnet")
-# WordNet 3.0 lexicographer files: number, name, syntactic category (lexnames(5WN)).
-LEXNAMES = (
-    "adj.all 3", "adj.pert 3", "adv.all 4", "noun.Tops 1", "noun.act 1", "noun.animal 1", "noun.artifact 1",
-    "noun.attribute 1", "noun.body 1", "noun.cognition 1", "noun.communication 1", "noun.event 1", "noun.feeling 1",
-    "noun.food 1", "noun.group 1", "noun.location 1", "noun.motive 1", "noun.object 1", "noun.person 1",
-    "noun.phenomenon 1", "noun.plant 1", "noun.possession 1", "noun.process 1", "noun.quantity 1",
-    "noun.relation 1", "noun.shape 1", "noun.state 1", "noun.substance 1", "noun.time 1", "verb.body 2",
-    "verb.change 2", "verb.cognition 2", "verb.communication 2", "verb.competition 2", "verb.consumption 2",
-    "verb.contact 2", "verb.creation 2", "verb.emotion 2", "verb.motion 2", "verb.perception 2",
-    "verb.possession 2", "verb.social 2", "verb.stative 2", "verb.weather 2", "adj.ppl 3",
-)
-MISSING = ("METEOR needs WordNet, which is not installed: `apt-get install wordnet-base wordnet-sense-index` "
-           "(Debian/Ubuntu; `make test` does this when run as root) or `python -m nltk.downloader wordnet`")
-
-
-def _nltk_folder() -> Path:
-    return cache_dir("nltk_data")
-
-
-def install_from_debian() -> bool:
-    """Copy Debian's WordNet files into saerad's NLTK data folder; False when they are not on this machine."""
-    if not (DEBIAN_WORDNET / "data.noun").exists():
-        return False
-    target = _nltk_folder() / "corpora" / "wordnet"
-    if (target / "lexnames").exists():
-        return True
-    tmp = target.with_name("wordnet.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(DEBIAN_WORDNET, tmp)
-    (tmp / "lexnames").write_text("".join(f"{i:02d}\t{name}\n" .replace(" ", "\t") for i, name in enumerate(LEXNAMES)))
-    replace_folder(tmp, target)
-    return True
+__all__ = ["MISSING", "require_wordnet", "wordnet_available"]
 
 
 def require_wordnet():
     """The NLTK WordNet reader, from NLTK's own data or Debian's files; `LookupError` naming the fix otherwise."""
-    import nltk
-
-    folder = str(_nltk_folder())
-    if folder not in nltk.data.path:
-        nltk.data.path.append(folder)
-    try:
-        nltk.data.find("corpora/wordnet")
-    except LookupError:
-        if not install_from_debian():
-            raise LookupError(MISSING) from None
-    from nltk.corpus import wordnet
-
-    wordnet.ensure_loaded()
-    return wordnet
+    return _require_wordnet(cache_dir("nltk_data"))
 
 
 def wordnet_available() -> bool:

@@ -1,5 +1,49 @@
-"""saerad `cider` metric as an `evaluate` module: `evaluate.load("path/to/cider")` works offline."""
+"""CIDEr-D of generated radiology reports as report-generation papers compute it: an `evaluate` metric."""
 
-from saerad.evaluation.evaluate_modules import make_metric
+import datasets
+import evaluate
 
-Cider = make_metric("cider")
+# evaluate copies next to the script only the sibling files it imports itself (and reads a comment on an import
+# line as a URL to download): hence every file, and no comments here.
+from .chexpert_labeler import label_report
+from .chexpert_phrases import OBSERVATIONS
+from .report_metrics import score
+from .report_text import normalize_deid
+
+_DESCRIPTION = ("CIDEr-D (Vedantam et al. 2015): n-grams 1..4 weighted by TF-IDF with document frequencies from the "
+                "references, clipped counts, length penalty sigma = 6, times 10; on lower-cased tokens without "
+                "punctuation or de-identification tokens.")
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of str): generated reports.
+    references (list of str): one reference report per prediction.
+Returns:
+    a dict with `cider` (float, 0 to 10).
+"""
+_CITATION = """\
+@article{abdulaal2024xray,
+  title={An X-Ray Is Worth 15 Features: Sparse Autoencoders for Interpretable Radiology Report Generation},
+  author={Abdulaal, Ahmed and Fry, Hugo and others},
+  journal={arXiv preprint arXiv:2410.03334},
+  year={2024}
+}
+@inproceedings{vedantam2015cider,
+  title={CIDEr: Consensus-based Image Description Evaluation},
+  author={Vedantam, Ramakrishna and Zitnick, C. Lawrence and Parikh, Devi}, booktitle={CVPR}, year={2015}
+}
+"""
+
+
+class Cider(evaluate.Metric):
+    __doc__ = _DESCRIPTION
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Value("string")}),
+            reference_urls=["https://arxiv.org/abs/2410.03334"],
+        )
+
+    def _compute(self, predictions, references):
+        return score("cider", predictions, references)

@@ -1,5 +1,58 @@
-"""saerad `meteor` metric as an `evaluate` module: `evaluate.load("path/to/meteor")` works offline."""
+"""METEOR of generated radiology reports as report-generation papers compute it: an `evaluate` metric."""
 
-from saerad.evaluation.evaluate_modules import make_metric
+from pathlib import Path
 
-Meteor = make_metric("meteor")
+import datasets
+import evaluate
+import nltk
+
+# evaluate copies next to the script only the sibling files it imports itself (and reads a comment on an import
+# line as a URL to download): hence every file, and no comments here.
+from .chexpert_labeler import label_report
+from .chexpert_phrases import OBSERVATIONS
+from .report_metrics import score
+from .report_text import normalize_deid
+from .wordnet_data import require_wordnet
+
+_DESCRIPTION = ("METEOR (Banerjee and Lavie 2005; nltk, WordNet synonyms) per report, averaged, on lower-cased tokens "
+                "without punctuation or de-identification tokens. Needs WordNet: NLTK's own data, or Debian's "
+                "wordnet-base and wordnet-sense-index packages; without it the metric returns {} and says why.")
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of str): generated reports.
+    references (list of str): one reference report per prediction.
+Returns:
+    a dict with `meteor` (float in [0, 1]), or {} when WordNet is missing.
+"""
+_CITATION = """\
+@article{abdulaal2024xray,
+  title={An X-Ray Is Worth 15 Features: Sparse Autoencoders for Interpretable Radiology Report Generation},
+  author={Abdulaal, Ahmed and Fry, Hugo and others},
+  journal={arXiv preprint arXiv:2410.03334},
+  year={2024}
+}
+@inproceedings{banerjee2005meteor,
+  title={METEOR: An Automatic Metric for MT Evaluation with Improved Correlation with Human Judgments},
+  author={Banerjee, Satanjeev and Lavie, Alon}, booktitle={ACL Workshop on Evaluation Measures}, year={2005}
+}
+"""
+
+
+class Meteor(evaluate.Metric):
+    __doc__ = _DESCRIPTION
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Value("string"),
+                                        "references": datasets.Value("string")}),
+            reference_urls=["https://arxiv.org/abs/2410.03334"],
+        )
+
+    def _compute(self, predictions, references):
+        try:  # WordNet from NLTK's data, else Debian's files converted once into evaluate's cache
+            wordnet = require_wordnet(Path(evaluate.config.HF_EVALUATE_CACHE) / "nltk_data")
+        except LookupError as err:
+            evaluate.logging.get_logger(__name__).warning(str(err))
+            return {}
+        return score("meteor", predictions, references, wordnet=wordnet)
