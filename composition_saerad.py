@@ -287,7 +287,12 @@ def compose_report(
 
 
 def why_empty(result: dict) -> str:
-    """Why a generated report is empty, from the features that fired and were left out (`result["omitted"]`)."""
+    """Why a generated report is empty: withheld as unlike the training images (`result["familiarity"]`), or from the
+    features that fired and were left out (`result["omitted"]`)."""
+    familiarity = result.get("familiarity") or {}
+    if familiarity.get("withheld"):
+        return ("(no report: withheld, the image is unlike the images this model learnt from; familiarity score "
+                f"{familiarity['score'] / familiarity['threshold']:.1f}x the threshold)")
     omitted = result.get("omitted") or []
     if not omitted:
         return "(no report: no feature fired on this image)"

@@ -22,6 +22,15 @@ try:  # as remote code (transformers_modules) the files are siblings in a packag
         load_feature_dictionary,
     )
     from .configuration_saerad import SAERadConfig
+    from .familiarity_saerad import (
+        FAMILIARITY_NAME,
+        apply_on_unfamiliar,
+        assess,
+        capture_statistics,
+        check_on_unfamiliar,
+        load_calibration,
+        save_calibration,
+    )
     from .image_processing_saerad import as_checked_processor, default_image_processor
     from .localization_saerad import active_features, attach_sentence_maps, feature_maps, map_side, trace
 except ImportError:  # installed with saerad, they are top-level modules
@@ -33,6 +42,15 @@ except ImportError:  # installed with saerad, they are top-level modules
         load_feature_dictionary,
     )
     from configuration_saerad import SAERadConfig
+    from familiarity_saerad import (
+        FAMILIARITY_NAME,
+        apply_on_unfamiliar,
+        assess,
+        capture_statistics,
+        check_on_unfamiliar,
+        load_calibration,
+        save_calibration,
+    )
     from image_processing_saerad import as_checked_processor, default_image_processor
     from localization_saerad import active_features, attach_sentence_maps, feature_maps, map_side, trace
 
@@ -80,6 +98,9 @@ class SAERadGenerateOutput(ModelOutput):
         omitted (`list[list[dict]]`): per image, active features that wrote nothing, with `feature_id`,
             `activation`, `reason` (a sentence) and `code` (`"no_description"`, `"low_score"`, `"max_features"` or
             `"contradicted"`).
+        familiarity (`list[dict]`): per image, whether it is like the training images: `available` (False for a
+            model without calibration, with a `note`), `score`, `threshold`, `unfamiliar`, `signals`, `warning` (a
+            sentence when flagged, unless `on_unfamiliar="ignore"`) and `withheld` (its report left empty).
     """
 
     reports: Optional[list] = None
@@ -89,6 +110,7 @@ class SAERadGenerateOutput(ModelOutput):
     image_embeds: Optional[torch.FloatTensor] = None
     sentences: Optional[list] = None
     omitted: Optional[list] = None
+    familiarity: Optional[list] = None
 
 
 class SparseAutoencoder(nn.Module):
@@ -271,6 +293,7 @@ class SAERadModel(SAERadPreTrainedModel):
         self.sae = SparseAutoencoder.from_config(config)
         self.feature_dictionary: Optional[dict] = None
         self.image_processor = None  # saved as preprocessor_config.json; derived from the vision config when unset
+        self.familiarity: Optional[dict] = None  # the calibration in familiarity.safetensors (`saerad build`)
         self.post_init()
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
@@ -309,27 +332,33 @@ class SAERadModel(SAERadPreTrainedModel):
     @torch.no_grad()
     def generate(self, pixel_values: torch.FloatTensor, return_dict_in_generate: bool = False,
                  output_localization: bool = False, feature_overrides: Optional[dict] = None,
-                 **overrides) -> Union[list, SAERadGenerateOutput]:
+                 on_unfamiliar: str = "warn", **overrides) -> Union[list, SAERadGenerateOutput]:
         """Write one report per image; `overrides` replace the config's composer settings for this call.
 
         `feature_overrides={feature_id: value}` sets features before composition (0 switches one off, a value
         switches one on); the sentences they touch list them under `overridden`. `output_localization=True` (with
         `return_dict_in_generate`) attaches to each sentence the activation-weighted map of its features over the
-        input image (`localization`, `(H, W)` in [0, 1]) and the side read from it (`side`).
+        input image (`localization`, `(H, W)` in [0, 1]) and the side read from it (`side`). An image unlike the
+        training images (`familiarity`) is reported with a warning (`on_unfamiliar="warn"`), left without a report
+        (`"withhold"`) or reported as any other (`"ignore"`).
         """
         if self.feature_dictionary is None:
             raise ValueError(NO_DICTIONARY)
         settings, changed = check_generate_arguments(self.config, self.features, overrides, feature_overrides or {})
         if output_localization and not return_dict_in_generate:
             raise ValueError("output_localization needs return_dict_in_generate=True (the maps go with the sentences)")
-        if output_localization:  # one forward serves both the report and its maps
-            traced = trace(self.vision_model, self.encode_backbone_output, pixel_values, self.config.vision_config)
-            image_embeds, activations = traced.embeds.detach(), traced.acts.detach().clone()
-        else:
-            image_embeds, activations = self.encode_backbone_output(self.vision_model(pixel_values=pixel_values))
+        check_on_unfamiliar(on_unfamiliar)
+        with capture_statistics(self.vision_model, self.familiarity, self.config.vision_config) as seen:
+            if output_localization:  # one forward serves the report, its maps and the familiarity check
+                traced = trace(self.vision_model, self.encode_backbone_output, pixel_values, self.config.vision_config)
+                image_embeds, activations = traced.embeds.detach(), traced.acts.detach().clone()
+            else:
+                image_embeds, activations = self.encode_backbone_output(self.vision_model(pixel_values=pixel_values))
+        familiarity = assess(seen.value, self.familiarity, self.sae, image_embeds, activations)
         for fid, value in changed.items():
             activations[:, fid] = value
         composed = compose_reports(activations.float().cpu().tolist(), self.features, changed, **settings)
+        apply_on_unfamiliar(composed, familiarity, on_unfamiliar, log=not return_dict_in_generate)
         if not return_dict_in_generate:
             return [c["report"] for c in composed]
         if output_localization:
@@ -338,7 +367,7 @@ class SAERadModel(SAERadPreTrainedModel):
             reports=[c["report"] for c in composed], findings=[c["findings"] for c in composed],
             impressions=[c["impression"] for c in composed], feature_activations=activations,
             image_embeds=image_embeds, sentences=[c["sentences"] for c in composed],
-            omitted=[c["omitted"] for c in composed])
+            omitted=[c["omitted"] for c in composed], familiarity=familiarity)
 
     def localize(self, pixel_values: torch.FloatTensor, feature_ids: Optional[list] = None,
                  method: str = "gradcam") -> torch.Tensor:
@@ -385,6 +414,8 @@ class SAERadModel(SAERadPreTrainedModel):
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.feature_dictionary, f, indent=1)
             os.replace(tmp, os.path.join(save_directory, FEATURE_DICTIONARY_NAME))
+        if self.familiarity is not None:
+            save_calibration(self.familiarity, save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *model_args, **kwargs):
@@ -406,6 +437,8 @@ class SAERadModel(SAERadPreTrainedModel):
             model.load_feature_dictionary(path)
         else:
             logger.warning(f"{pretrained_model_name_or_path} has no {FEATURE_DICTIONARY_NAME}: generate() is disabled")
+        calibration = _optional_file(pretrained_model_name_or_path, FAMILIARITY_NAME, hub_kwargs)
+        model.familiarity = load_calibration(calibration)  # None (the check unavailable) for an older folder
         return (model, info) if wants_info else model
 
 

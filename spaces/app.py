@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from inference import MAX_UPLOAD_MB, Loaded, display_image, public_report
+from inference import MAX_UPLOAD_MB, Loaded, display_image, familiarity_notice, public_report
 
 MODEL = os.environ.get("SAERAD_MODEL", "ORG/NAME")  # `saerad push --space-id` writes the model's repo id here
 CONCURRENCY = int(os.environ.get("SAERAD_CONCURRENCY", "2"))  # requests computed at once: bounds memory
@@ -67,7 +67,7 @@ class Handlers:
 
     def on_upload(self, path):
         empty = (None, "", gr.update(choices=[], value=None), None, [], pd.DataFrame(),
-                 gr.update(choices=[], value=[]), gr.update(choices=[], value=None), [], "")
+                 gr.update(choices=[], value=[]), gr.update(choices=[], value=None), [], "", gr.update(visible=False))
         if path is None:
             return empty
         try:
@@ -92,7 +92,7 @@ class Handlers:
         return (display_image(image), result["report"] or self.loaded.remote.why_empty(result),
                 gr.update(choices=choices, value=None), {"image": image, "result": result}, active, bars,
                 gr.update(choices=switchable, value=[]), gr.update(choices=feature_choices, value=None),
-                [], "")
+                [], "", gr.update(value=familiarity_notice(result), visible=bool(familiarity_notice(result))))
 
     def on_sentence(self, index, opacity, state):
         if index is None or not state:
@@ -164,6 +164,7 @@ def _report_tab() -> SimpleNamespace:
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=upload, label="Example phantoms (drawn, not real patients)")
         with gr.Column():
+            familiarity = gr.Markdown(visible=False, elem_id="familiarity")  # the warning, above the report
             report = gr.Textbox(label="Report", lines=8, interactive=False, elem_id="report")
             sentence = gr.Radio(label="Select a sentence", choices=[], elem_id="sentences")
             opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Overlay opacity")
@@ -175,7 +176,7 @@ def _report_tab() -> SimpleNamespace:
                             elem_id="sentence-features")
     exemplars = gr.Gallery(label="Top training exemplars", columns=8, height=140, visible=False)
     return SimpleNamespace(upload=upload, preview=preview, report=report, sentence=sentence, opacity=opacity,
-                           heat=heat, where=where, features=features, exemplars=exemplars)
+                           heat=heat, where=where, features=features, exemplars=exemplars, familiarity=familiarity)
 
 
 def _features_tab() -> SimpleNamespace:
@@ -227,7 +228,7 @@ def build_demo(model_id: str) -> gr.Blocks:
             api_report_button, api_explain_button = gr.Button(), gr.Button()
 
         r.upload.change(h.on_upload, r.upload, [r.preview, r.report, r.sentence, state, f.active, f.bars, f.switch,
-                                                f.pick, r.features, r.where], **PRIVATE)
+                                                f.pick, r.features, r.where, r.familiarity], **PRIVATE)
         gr.on([r.sentence.change, r.opacity.release], h.on_sentence, [r.sentence, r.opacity, state],
               [r.heat, r.features, r.exemplars, r.where], **PRIVATE)
         f.pick.change(h.on_feature, [f.pick, r.opacity, state], [f.heat, f.text, f.exemplars, f.ids], **PRIVATE)

@@ -72,7 +72,8 @@ class Loaded:
         sentences = [{"text": s["text"], "section": s["report_section"], "feature_ids": list(s["feature_ids"]),
                       "activations": [round(float(a), 4) for a in s["activations"]], "side": s.get("side"),
                       "localization": s["localization"].numpy()} for s in out.sentences[0]]
-        result = {"report": out.reports[0], "sentences": sentences, "omitted": out.omitted[0]}
+        result = {"report": out.reports[0], "sentences": sentences, "omitted": out.omitted[0],
+                  "familiarity": (out.familiarity or [None])[0]}
         if explained:
             result["table"] = self.model.explain(pixels, generated=out)[0]
         return result
@@ -167,9 +168,20 @@ def display_image(image: Image.Image, longest: int = 768) -> Image.Image:
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
 
 
+def familiarity_notice(result: dict) -> str:
+    """The Markdown shown above the report: the warning when the image is unlike the model's training images, a note
+    when the model cannot tell, else nothing."""
+    familiarity = result.get("familiarity") or {}
+    if familiarity.get("warning"):
+        return f"⚠️ **Unlike the training images.** {familiarity['warning']}"
+    if familiarity and not familiarity.get("available"):
+        return "This model has no familiarity calibration: it cannot say whether the image is like its training images."
+    return ""
+
+
 def public_report(result: dict) -> dict:
     """A report as the API returns it: JSON only (no maps)."""
-    return {"report": result["report"],
+    return {"report": result["report"], "familiarity": result.get("familiarity"),
             "sentences": [{k: v for k, v in s.items() if k != "localization"} for s in result["sentences"]],
             "omitted": [{"feature_id": o["feature_id"], "activation": round(float(o["activation"]), 4),
                          "reason": o["reason"]} for o in result["omitted"]]}

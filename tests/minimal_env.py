@@ -116,6 +116,7 @@ print(json.dumps({
     "processed_shape": processed,
     "pipeline": one,
     "remote_modules": [name for name in loaded if name in REMOTE],
+    "familiarity": out.familiarity,
 }))
 """
 

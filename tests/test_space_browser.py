@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_familiarity import calibrate_on_phantoms, noise
 from test_space import app, free_port, inference, xray
 
 from conftest import tiny_model
@@ -26,7 +27,7 @@ LITERAL = "<b>bold</b> **stars**"
 def page_url(tmp_path_factory):
     model_dir = os.environ.get("SAERAD_SPACE_MODEL")
     if not model_dir:
-        model = tiny_model()
+        model = calibrate_on_phantoms(tiny_model())
         for f in model.feature_dictionary["features"]:
             f["description"] = f"{LITERAL} finding {f['id']}."
         model_dir = tmp_path_factory.mktemp("browser") / "model"
@@ -109,4 +110,25 @@ def test_upload_report_sentence_overlay_error_and_recovery(page_url, tmp_path):
                 "#sentence-features").inner_text()
         page.get_by_role("tab", name="Dictionary").click()
         page.screenshot(path=str(shots / "dictionary.png"), full_page=True)
+        browser.close()
+
+
+def test_an_unfamiliar_upload_shows_a_warning_above_the_report(page_url, tmp_path):
+    url, _ = page_url
+    image = tmp_path / "noise.png"
+    noise(3).save(image)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#upload input[type=file]").wait_for(state="attached", timeout=60_000)
+        _upload(page, image)
+        warning = page.locator("#familiarity")
+        warning.get_by_text("Unlike the training images").wait_for(timeout=60_000)
+        assert warning.is_visible() and "learnt from" in warning.inner_text()
+        report_box, warning_box = page.locator("#report").bounding_box(), warning.bounding_box()
+        assert warning_box["y"] + warning_box["height"] <= report_box["y"] + 1  # above the report
+        assert _report(page).startswith("FINDINGS:")  # warned, not withheld
+        page.screenshot(path=str(Path(os.environ.get("SAERAD_SCREENSHOTS") or tmp_path) / "unfamiliar.png"),
+                        full_page=True)
         browser.close()

@@ -42,6 +42,9 @@ def report_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heatmap", metavar="OUT.png", help="write where each FINDINGS sentence looks (one tile per "
                                                         "sentence, Grad-CAM) and print the side each map reads")
     p.add_argument("--off", metavar="ID,ID", help="switch these features off and write the report that results")
+    p.add_argument("--on-unfamiliar", choices=("warn", "withhold", "ignore"), default="warn",
+                   help="an image unlike the model's training images: report it with a warning on stderr (default), "
+                        "withhold its report, or report it as any other")
     p.add_argument("--device", default=defaults(load_model)["device"], help="torch device (cpu, cuda, mps)")
 
 
@@ -56,7 +59,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"--off takes feature ids separated by commas; got {args.off!r}") from None
     results = generate(model, processor, args.images, feature_overrides=off or None,
-                       output_localization=bool(args.heatmap))
+                       output_localization=bool(args.heatmap), on_unfamiliar=args.on_unfamiliar)
+    _warn_unfamiliar(args.images, results)
     if args.heatmap:
         _write_heatmaps(args.heatmap, results)
     if args.json:
@@ -77,6 +81,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         print()
     return 0
 
+
+
+def _warn_unfamiliar(images: Sequence[str], results: list) -> None:
+    """On stderr: each flagged image's warning, or once that the model has no familiarity calibration."""
+    for image, result in zip(images, results):
+        if result["familiarity"]["warning"]:
+            print(f"warning: {image}: {result['familiarity']['warning']}", file=sys.stderr)
+    if results and not results[0]["familiarity"]["available"]:
+        print(f"note: {results[0]['familiarity']['note']}", file=sys.stderr)
 
 
 def _write_heatmaps(out: str, results: list) -> None:
@@ -284,6 +297,13 @@ def build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-activation", type=float, help="a feature writes only above this activation (default: the "
                                                         "model config's)")
     p.add_argument("--title", help="the model card's title")
+    p.add_argument("--calibration", metavar="SPEC",
+                   help="dataset spec whose train images fit the familiarity statistics and whose validation images "
+                        "set its threshold (default: the SAE's dataset and split; never the test split); 'none' to "
+                        "build without the check")
+    p.add_argument("--calibration-rows", type=int, default=1000, help="training images the statistics are fitted on")
+    p.add_argument("--false-flag-rate", type=float, default=0.01,
+                   help="share of validation images the familiarity threshold flags")
     p.add_argument("--out", required=True, help="model folder to write")
     _writes(p, "model")
 
@@ -305,7 +325,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         folder = build(args.backbone, args.sae, args.dictionary, args.out, results=args.results,
                        min_feature_score=args.min_feature_score, max_report_features=args.max_report_features,
-                       min_activation=args.min_activation, title=args.title, overwrite=args.overwrite)
+                       min_activation=args.min_activation, title=args.title, overwrite=args.overwrite,
+                       calibration=args.calibration, calibration_rows=args.calibration_rows,
+                       false_flag_rate=args.false_flag_rate)
     print(f"model folder {folder}")
     return 0
 

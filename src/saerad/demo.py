@@ -196,12 +196,19 @@ def _model_stage(work: Path, backbone: str) -> None:
     model_dir = work / "model"
     # a folder cached by an older saerad carries older remote code (the Space needs the current one): rebuilt
     installed = Path(modeling_saerad.__file__).parent
-    current = all((model_dir / name).is_file() and (model_dir / name).read_bytes() == (installed / name).read_bytes()
-                  for name in REMOTE_CODE)
-    _stage("model: assembled folder with its card", current)
+    record = model_dir / "saerad_build.json"  # and a folder built before familiarity calibration
+    current = record.is_file() and "familiarity" in json.loads(record.read_text()) and all(
+        (model_dir / name).is_file() and (model_dir / name).read_bytes() == (installed / name).read_bytes()
+        for name in REMOTE_CODE)
+    _stage("model: assembled folder with its card and familiarity calibration", current)
     if not current:
         build(backbone, str(work / "sae"), str(work / "interpret" / "feature_dictionary.json"), str(model_dir),
               title="SAE-Rad demo on IU-phantom (phantom images, not for real radiographs)", overwrite=True)
+    familiarity = json.loads((model_dir / "saerad_build.json").read_text()).get("familiarity") or {}
+    if familiarity.get("threshold") is not None:
+        print(f"familiarity check: statistics of {familiarity['n_fit']} training images, threshold flagging "
+              f"{familiarity['validation_flag_rate']:.1%} of {familiarity['n_validation']} validation images "
+              "(docs/familiarity.md)")
 
 
 def _evaluation_stage(work: Path, baselines: tuple) -> dict:

@@ -7,6 +7,7 @@ import re
 from typing import Any, Optional, Sequence
 
 from composition_saerad import why_empty  # noqa: F401  (the remote code's, re-exported for the CLI and the demo)
+from familiarity_saerad import check_on_unfamiliar
 
 from .data.images import ImageSource, load_image, to_grayscale
 from .errors import MissingInput, UserError, first_line
@@ -44,9 +45,11 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
 
 
 def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_size: int = 8,
-             feature_overrides: Optional[dict] = None, output_localization: bool = False) -> list[dict]:
+             feature_overrides: Optional[dict] = None, output_localization: bool = False,
+             on_unfamiliar: str = "warn") -> list[dict]:
     """Write one report per image (a path, bytes, a stream or a PIL image): text, FINDINGS, IMPRESSION, sentences
-    with feature ids, omitted features; `feature_overrides` and `output_localization` go to the model's generate
+    with feature ids, omitted features, familiarity (score, threshold, `unfamiliar`, `warning`);
+    `feature_overrides`, `output_localization` and `on_unfamiliar` go to the model's generate
     (with localisation, each result also holds the processed `image`, the picture its maps cover)."""
     import torch
     from PIL import Image
@@ -54,6 +57,7 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
     # A PIL image (a dataset row) is used as it is; files and bytes go through the loader. Fail before any compute.
     try:
         model.check_feature_overrides(feature_overrides or {})
+        check_on_unfamiliar(on_unfamiliar)
     except ValueError as err:
         raise UserError(str(err)) from None
     loaded = [to_grayscale(im) if isinstance(im, Image.Image) else load_image(im) for im in images]
@@ -63,7 +67,8 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
         pixel_values = processor(images=batch, return_tensors="pt")["pixel_values"]
         with torch.no_grad():
             out = model.generate(pixel_values.to(model.device), return_dict_in_generate=True,
-                                 feature_overrides=feature_overrides, output_localization=output_localization)
+                                 feature_overrides=feature_overrides, output_localization=output_localization,
+                                 on_unfamiliar=on_unfamiliar)
         for i in range(len(batch)):
             results.append({
                 **({"image": processed_image(pixel_values[i], processor)} if output_localization else {}),
@@ -72,6 +77,7 @@ def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_si
                 "impression": out.impressions[i],
                 "sentences": out.sentences[i],
                 "omitted": out.omitted[i],
+                "familiarity": out.familiarity[i],
             })
     return results
 

@@ -127,7 +127,8 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
         "min_score_support": interp.get("min_score_support", "n/a"), "median_auroc": _fmt(interp.get("median_auroc")),
         "frac_good": _fmt(interp.get("frac_live_auroc_ge_0_75")),
         "score_threshold": _fmt(info.get("min_feature_score")),
-        "results": results_text, "backbone_training": _backbone_training(info.get("backbone_pretraining")),
+        "results": results_text, "familiarity": familiarity_card(info.get("familiarity"), results),
+        "backbone_training": _backbone_training(info.get("backbone_pretraining")),
         "intended_use": ("This model was trained on phantom radiographs (procedurally drawn images paired with real IU "
                          "X-ray report text) to demonstrate the method offline; it knows nothing of real radiographs."
                          if phantom else "It is a research artefact for studying interpretable report generation."),
@@ -142,6 +143,21 @@ def render_card(model_dir: str, results: Optional[dict] = None, repo_id: Optiona
     card = ModelCard(f"---\n{meta.to_yaml()}\n---\n{body}")  # huggingface_hub writes (and parses) the metadata
     card.save(folder / "README.md")
     return str(card)
+
+
+def familiarity_card(info: Optional[dict], results: Optional[dict] = None) -> str:
+    """The card's paragraph on the familiarity check, from saerad_build.json (older builds have none) and the
+    evaluation's count of flagged images."""
+    from .familiarity import card_text
+
+    if not info:
+        return card_text(None, "built before saerad calibrated familiarity")
+    text = card_text(None if info.get("calibrated") is False else info, info.get("reason", ""))
+    counts = ((results or {}).get("familiarity") or {}).get("sae-rad")
+    if counts and counts["available"]:
+        text += (f" On the evaluated `{results['split']}` split it flagged {counts['n_flagged']} of {counts['n']} "
+                 "images.")
+    return text
 
 
 def backbone_pretraining(backbone: str) -> Optional[dict]:
@@ -159,9 +175,11 @@ def backbone_pretraining(backbone: str) -> Optional[dict]:
 
 def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,
           min_feature_score: Optional[float] = None, max_report_features: Optional[int] = None,
-          min_activation: Optional[float] = None, title: Optional[str] = None, overwrite: bool = False) -> Path:
+          min_activation: Optional[float] = None, title: Optional[str] = None, overwrite: bool = False,
+          calibration: Optional[str] = None, calibration_rows: int = 1000, false_flag_rate: float = 0.01) -> Path:
     """Backbone + SAE + feature dictionary + processor -> a model folder that loads with AutoModel (remote code);
-    an existing `out` is replaced only when saerad built it as a model folder (or `overwrite`)."""
+    an existing `out` is replaced only when saerad built it as a model folder (or `overwrite`). The familiarity check
+    is calibrated on the SAE's dataset (or `calibration`, a spec; "none" to skip): see `saerad.familiarity`."""
     from safetensors.torch import load_file
 
     from configuration_saerad import SAERadConfig
@@ -198,6 +216,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     except ValueError as err:
         raise UserError(first_line(err)) from None
     model.image_processor = processor
+    model.familiarity, familiarity_reason = _calibrate(model, processor, sae_config, calibration, calibration_rows,
+                                                       false_flag_rate)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
     try:
@@ -222,7 +242,10 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
                            "sae": _near(sae_dir, target), "dictionary": _near(dictionary, target),
                            "results": _near(results, target), "min_feature_score": given_score,
                            "max_report_features": max_report_features, "min_activation": min_activation,
-                           "title": title},
+                           "title": title, "calibration": _recorded_calibration(calibration, target),
+                           "calibration_rows": calibration_rows, "false_flag_rate": false_flag_rate},
+            "familiarity": ({k: v for k, v in model.familiarity.items() if k not in ("mean", "precision")}
+                            if model.familiarity else {"calibrated": False, "reason": familiarity_reason}),
         }
         if "phantom" in (info["dataset"] or ""):  # drawn images: shown as thumbnails; real radiographs never are
             info["exemplar_thumbnails"] = write_thumbnails(sae_config.get("dataset"), data, tmp / THUMBNAILS)
@@ -278,7 +301,40 @@ def build_from_record(record: str, out: str, overwrite: bool = False) -> Path:
         backbone = local("backbone")
     return build(backbone, local("sae"), local("dictionary"), out, results=local("results"),
                  min_feature_score=args.get("min_feature_score"), max_report_features=args.get("max_report_features"),
-                 min_activation=args.get("min_activation"), title=args.get("title"), overwrite=overwrite)
+                 min_activation=args.get("min_activation"), title=args.get("title"), overwrite=overwrite,
+                 calibration=local("calibration") if (path.parent / str(args.get("calibration"))).exists()
+                 else args.get("calibration"), calibration_rows=args.get("calibration_rows", 1000),
+                 false_flag_rate=args.get("false_flag_rate", 0.01))
+
+
+def _recorded_calibration(calibration: Optional[str], folder: Path) -> Optional[str]:
+    """`--calibration` as the record names it: "none", a spec without a path, or a dataset folder near the model."""
+    if calibration is None or calibration == "none":
+        return calibration
+    if os.path.exists(calibration):
+        return _near(calibration, folder)
+    return None if "/" in calibration or os.sep in calibration else calibration  # a spec with a path: not recorded
+
+
+def _calibrate(model, processor, sae_config: dict, calibration: Optional[str], rows: int,
+               false_flag_rate: float) -> tuple:
+    """(calibration or None, why not): explicit `calibration` errors are the user's; when the SAE's own dataset has
+    no validation split (or is gone), the model is built without the check and the card says so."""
+    import logging
+
+    from .familiarity import calibrate, calibration_spec
+
+    spec, fit_split = calibration_spec(sae_config, calibration)
+    if spec is None:
+        return None, fit_split
+    try:
+        return calibrate(model, processor, spec, fit_split=fit_split, rows=rows, false_flag_rate=false_flag_rate), ""
+    except UserError as err:
+        if calibration:
+            raise
+        reason = str(err).replace(spec, dataset_name(spec) or "the SAE's dataset")  # no path of the build machine
+        logging.getLogger(__name__).warning("familiarity check not calibrated: %s", reason)
+        return None, reason
 
 
 THUMBNAILS = "exemplars"  # the Space shows these beside a feature

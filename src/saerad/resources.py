@@ -11,8 +11,8 @@ from .errors import MissingInput
 
 PACKAGE_DATA = "_data"  # where the wheel carries the repository's top-level model_card.md and spaces/
 # The remote code: the repository's root modules that a model folder carries (installed as top-level modules).
-REMOTE_CODE = ("composition_saerad.py", "configuration_saerad.py", "image_processing_saerad.py",
-               "localization_saerad.py", "modeling_saerad.py", "pipeline_saerad.py")
+REMOTE_CODE = ("composition_saerad.py", "configuration_saerad.py", "familiarity_saerad.py",
+               "image_processing_saerad.py", "localization_saerad.py", "modeling_saerad.py", "pipeline_saerad.py")
 
 
 def resource(name: str) -> Path:

@@ -23,7 +23,7 @@ def _embed_and_generate(model, processor, images: Sequence, batch_size: int, des
 
     from ..data.images import to_grayscale
 
-    embeds, findings = [], []
+    embeds, findings, familiarity = [], [], []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
         batch = [to_grayscale(im) for im in images[start : start + batch_size]]
         pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(model.device)
@@ -31,10 +31,20 @@ def _embed_and_generate(model, processor, images: Sequence, batch_size: int, des
             if generate:
                 out = model.generate(pixels, return_dict_in_generate=True)
                 findings.extend(out.findings)
+                familiarity.extend(out.familiarity)
                 embeds.append(out.image_embeds.cpu())
             else:
                 embeds.append(model(pixels).image_embeds.cpu())
-    return torch.cat(embeds), findings
+    return torch.cat(embeds), findings, familiarity
+
+
+def familiarity_counts(rows: Sequence[dict]) -> dict:
+    """How many of a system's images its familiarity check flagged (`available` False for an uncalibrated model)."""
+    if not rows or not rows[0]["available"]:
+        return {"available": False, "n": len(rows), "n_flagged": None, "rate": None}
+    flagged = sum(bool(r["unfamiliar"]) for r in rows)
+    return {"available": True, "n": len(rows), "n_flagged": flagged, "rate": flagged / len(rows),
+            "threshold": rows[0]["threshold"]}
 
 
 def score_systems(systems: dict, references: Sequence[str], n_resamples: int = 1000, seed: int = 0,
@@ -79,6 +89,11 @@ def markdown_table(results: dict) -> str:
     for name, metrics in results["systems"].items():
         cells = [f"{metrics[k]['value']:.3f} [{metrics[k]['ci'][0]:.3f}, {metrics[k]['ci'][1]:.3f}]" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, counts in results.get("familiarity", {}).items():
+        lines.append("")
+        lines.append(f"{name}: {counts['n_flagged']} of {counts['n']} {results['split']} images flagged as unlike its "
+                     "training images" if counts["available"] else
+                     f"{name}: no familiarity calibration, so no image was checked")
     return "\n".join(lines) + "\n"
 
 
@@ -130,7 +145,7 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         from ..generate import load_model
 
         model_obj, processor = load_model(model, device=device)
-        test_embeds, generated = _embed_and_generate(model_obj, processor, rows["image"], batch_size,
+        test_embeds, generated, familiar = _embed_and_generate(model_obj, processor, rows["image"], batch_size,
                                                      f"sae-rad on {split}", generate=True)
         systems["sae-rad"] = generated
     if predictions is not None:
@@ -149,7 +164,7 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         if "train" not in data:
             raise UserError(f"{dataset}: the retrieval baseline needs a train split")
         train = data["train"].filter(lambda r: bool(r["findings"] and r["findings"].strip()))
-        bank, _ = _embed_and_generate(model_obj, processor, train["image"], batch_size, "embedding train",
+        bank, _, _ = _embed_and_generate(model_obj, processor, train["image"], batch_size, "embedding train",
                                       generate=False)
         # Keyed by study so that a split scored against itself (or a study's other view) is never its own answer.
         systems["retrieval"] = retrieval_reports(test_embeds, bank, train["findings"], _study_keys(rows),
@@ -166,6 +181,8 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
                    + ("positive" if uncertain_as_positive else "negative"),
         "dataset_fingerprint": _fingerprint(ids, references), "bootstrap": {"n_resamples": n_resamples, "seed": seed},
         "systems": scores, "comparisons": comparisons, "skipped_metrics": skipped,
+        # per system with a model: the images its familiarity check flagged (baselines have none)
+        "familiarity": {"sae-rad": familiarity_counts(familiar)} if model is not None else {},
     }
     if out:
         folder = Path(out)
