@@ -9,6 +9,7 @@ shows, so a rare combination of findings stays familiar while a real film, a pho
 import json
 import os
 import tempfile
+import threading
 from typing import Optional, Union
 
 import torch
@@ -67,15 +68,18 @@ class _Captured(Exception):
 
 class capture_statistics:
     """Context manager: while open, every forward of `vision_model` stores the early statistics of hidden state
-    `layer` (an int, or a calibration's; None: nothing) in `.value`; `stop=True` ends the forward right after it."""
+    `layer` (an int, or a calibration's; None: nothing) in `.value`; `stop=True` ends the forward right after it.
+    Only forwards of the thread that opened it count: a Space serving two requests at once runs two forwards."""
 
     def __init__(self, vision_model: nn.Module, layer: Union[int, dict, None], vision_config, stop: bool = False):
         layer = layer["layer"] if isinstance(layer, dict) else layer
         self.vision_model, self.layer, self.vision_config, self.stop = vision_model, layer, vision_config, stop
         self.value: Optional[torch.Tensor] = None
-        self._handle = None
+        self._handle, self._thread = None, threading.get_ident()
 
     def _hook(self, module, inputs, output):
+        if threading.get_ident() != self._thread:
+            return
         hidden = output[0] if isinstance(output, (tuple, list)) else getattr(output, "last_hidden_state", output)
         self.value = statistics(hidden, self.vision_config)
         if self.stop:
@@ -135,10 +139,12 @@ def calibrate(fit_stats: torch.Tensor, validation_stats: torch.Tensor, layer: in
             "fit_source": fit_source, "validation_source": validation_source}
 
 
-def save_calibration(calibration: dict, save_directory: Union[str, os.PathLike]) -> None:
-    """Write `familiarity.safetensors` (mean, precision; the rest as metadata) atomically."""
+def save_calibration(calibration: Optional[dict], save_directory: Union[str, os.PathLike]) -> None:
+    """Write `familiarity.safetensors` (mean, precision; the rest as metadata) atomically; nothing without one."""
     from safetensors.torch import save_file
 
+    if calibration is None:
+        return
     metadata = {"format_version": str(FAMILIARITY_FORMAT_VERSION)}
     metadata.update({k: json.dumps(calibration[k]) for k in METADATA_KEYS if k in calibration})
     fd, tmp = tempfile.mkstemp(dir=save_directory, suffix=".tmp")
@@ -184,12 +190,14 @@ def warning_text(score: float, threshold: float, false_flag_rate: float) -> str:
 
 
 @torch.no_grad()
-def assess(stats: Optional[torch.Tensor], calibration: Optional[dict], sae: nn.Module, image_embeds: torch.Tensor,
-           activations: torch.Tensor) -> list:
+def assess(stats: Optional[torch.Tensor], calibration: Optional[dict], sae: nn.Module,
+           image_embeds: torch.Tensor) -> list:
     """Per image: `available`, `score`, `threshold`, `unfamiliar`, `signals` (the score, the SAE's relative
-    reconstruction error and L0, the latter two informational) and `warning` (a sentence, or None)."""
+    reconstruction error and L0 of the image's own activations, the latter two informational) and `warning` (a
+    sentence, or None)."""
     embeds = image_embeds.detach().float()
-    error = (embeds - sae.decode(activations.detach().to(sae.W_dec.dtype)).float()).norm(dim=1)
+    activations = sae.encode(image_embeds.detach())  # the image's own, whatever feature_overrides set later
+    error = (embeds - sae.decode(activations).float()).norm(dim=1)
     reconstruction_error = (error / embeds.norm(dim=1).clamp_min(1e-8)).cpu()
     l0 = (activations > 0).sum(1).cpu()
     rows = []
@@ -214,7 +222,7 @@ def assess(stats: Optional[torch.Tensor], calibration: Optional[dict], sae: nn.M
     return rows
 
 
-def apply_on_unfamiliar(composed: list, familiarity: list, on_unfamiliar: str, log: bool = False) -> None:
+def apply_on_unfamiliar(composed: list, familiarity: list, on_unfamiliar: str, log: bool = False) -> list:
     """With `on_unfamiliar="withhold"`, empty the composed report of each flagged image (its `familiarity` entry says
     why); with `"ignore"`, drop the warnings; with `"warn"`, keep both, and with `log` (a caller that gets the reports
     alone) log how many were flagged."""
@@ -228,6 +236,7 @@ def apply_on_unfamiliar(composed: list, familiarity: list, on_unfamiliar: str, l
     if log and flagged:
         logger.warning(f"{flagged} of {len(familiarity)} images are unlike the images this model learnt from: their "
                        "reports may describe findings that are not there")
+    return familiarity
 
 
 def check_on_unfamiliar(on_unfamiliar: str) -> None:
@@ -236,6 +245,21 @@ def check_on_unfamiliar(on_unfamiliar: str) -> None:
         raise ValueError(f"on_unfamiliar must be one of {ON_UNFAMILIAR}; got {on_unfamiliar!r}")
 
 
+class familiarity_check(capture_statistics):
+    """`generate`'s check around its one forward pass: refuses an unknown `on_unfamiliar` before any compute, reads
+    the early statistics while open, then `apply` assesses each image and applies `on_unfamiliar` to the reports."""
+
+    def __init__(self, model: nn.Module, on_unfamiliar: str = "warn"):
+        check_on_unfamiliar(on_unfamiliar)
+        super().__init__(model.vision_model, model.familiarity, model.config.vision_config)
+        self.model, self.on_unfamiliar = model, on_unfamiliar
+
+    def apply(self, composed: list, image_embeds: torch.Tensor, log: bool = False) -> list:
+        """Per image, the `familiarity` entry of `generate` (see `assess`), its report withheld where asked."""
+        familiarity = assess(self.value, self.model.familiarity, self.model.sae, image_embeds)
+        return apply_on_unfamiliar(composed, familiarity, self.on_unfamiliar, log)
+
+
 __all__ = ["FAMILIARITY_NAME", "ON_UNFAMILIAR", "apply_on_unfamiliar", "assess", "calibrate", "capture_statistics",
-           "default_layer", "early_statistics", "load_calibration", "save_calibration",
+           "default_layer", "early_statistics", "familiarity_check", "load_calibration", "save_calibration",
            "statistics"]

@@ -24,10 +24,7 @@ try:  # as remote code (transformers_modules) the files are siblings in a packag
     from .configuration_saerad import SAERadConfig
     from .familiarity_saerad import (
         FAMILIARITY_NAME,
-        apply_on_unfamiliar,
-        assess,
-        capture_statistics,
-        check_on_unfamiliar,
+        familiarity_check,
         load_calibration,
         save_calibration,
     )
@@ -44,10 +41,7 @@ except ImportError:  # installed with saerad, they are top-level modules
     from configuration_saerad import SAERadConfig
     from familiarity_saerad import (
         FAMILIARITY_NAME,
-        apply_on_unfamiliar,
-        assess,
-        capture_statistics,
-        check_on_unfamiliar,
+        familiarity_check,
         load_calibration,
         save_calibration,
     )
@@ -99,8 +93,9 @@ class SAERadGenerateOutput(ModelOutput):
             `activation`, `reason` (a sentence) and `code` (`"no_description"`, `"low_score"`, `"max_features"` or
             `"contradicted"`).
         familiarity (`list[dict]`): per image, whether it is like the training images: `available` (False for a
-            model without calibration, with a `note`), `score`, `threshold`, `unfamiliar`, `signals`, `warning` (a
-            sentence when flagged, unless `on_unfamiliar="ignore"`) and `withheld` (its report left empty).
+            model without calibration, with a `note`), `score`, `threshold`, `unfamiliar`, `signals`, `warning` and
+            `withheld`. `generate(on_unfamiliar=...)`: `"warn"` (default) writes a flagged image's report with a
+            `warning` sentence, `"withhold"` leaves its report empty (`withheld`), `"ignore"` writes it without one.
     """
 
     reports: Optional[list] = None
@@ -208,6 +203,11 @@ def _optional_file(name_or_path: Union[str, os.PathLike], filename: str, hub_kwa
         return None
 
 
+def _calibration(name_or_path: Union[str, os.PathLike], hub_kwargs: dict) -> Optional[dict]:
+    """The familiarity calibration of a model folder or Hub repo; None (the check unavailable) in an older one."""
+    return load_calibration(_optional_file(name_or_path, FAMILIARITY_NAME, hub_kwargs))
+
+
 def _refuse_pickled_weights(name_or_path: Union[str, os.PathLike], hub_kwargs: dict) -> None:
     """Refuse, before transformers opens anything, a weight index naming a non-safetensors file, and a folder that
     holds pickled weights but no safetensors (transformers would call torch.load on them)."""
@@ -262,6 +262,7 @@ def _custom_pipelines() -> dict:
 
 
 class SAERadPreTrainedModel(PreTrainedModel):
+    familiarity: Optional[dict] = None  # the calibration in familiarity.safetensors (`saerad build`), per instance
     config_class = SAERadConfig
     base_model_prefix = "sae_rad"
     main_input_name = "pixel_values"
@@ -293,7 +294,6 @@ class SAERadModel(SAERadPreTrainedModel):
         self.sae = SparseAutoencoder.from_config(config)
         self.feature_dictionary: Optional[dict] = None
         self.image_processor = None  # saved as preprocessor_config.json; derived from the vision config when unset
-        self.familiarity: Optional[dict] = None  # the calibration in familiarity.safetensors (`saerad build`)
         self.post_init()
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
@@ -338,27 +338,23 @@ class SAERadModel(SAERadPreTrainedModel):
         `feature_overrides={feature_id: value}` sets features before composition (0 switches one off, a value
         switches one on); the sentences they touch list them under `overridden`. `output_localization=True` (with
         `return_dict_in_generate`) attaches to each sentence the activation-weighted map of its features over the
-        input image (`localization`, `(H, W)` in [0, 1]) and the side read from it (`side`). An image unlike the
-        training images (`familiarity`) is reported with a warning (`on_unfamiliar="warn"`), left without a report
-        (`"withhold"`) or reported as any other (`"ignore"`).
+        input image (`localization`, `(H, W)` in [0, 1]) and the side read from it (`side`).
         """
         if self.feature_dictionary is None:
             raise ValueError(NO_DICTIONARY)
         settings, changed = check_generate_arguments(self.config, self.features, overrides, feature_overrides or {})
         if output_localization and not return_dict_in_generate:
             raise ValueError("output_localization needs return_dict_in_generate=True (the maps go with the sentences)")
-        check_on_unfamiliar(on_unfamiliar)
-        with capture_statistics(self.vision_model, self.familiarity, self.config.vision_config) as seen:
+        with familiarity_check(self, on_unfamiliar) as check:
             if output_localization:  # one forward serves the report, its maps and the familiarity check
                 traced = trace(self.vision_model, self.encode_backbone_output, pixel_values, self.config.vision_config)
                 image_embeds, activations = traced.embeds.detach(), traced.acts.detach().clone()
             else:
                 image_embeds, activations = self.encode_backbone_output(self.vision_model(pixel_values=pixel_values))
-        familiarity = assess(seen.value, self.familiarity, self.sae, image_embeds, activations)
         for fid, value in changed.items():
             activations[:, fid] = value
         composed = compose_reports(activations.float().cpu().tolist(), self.features, changed, **settings)
-        apply_on_unfamiliar(composed, familiarity, on_unfamiliar, log=not return_dict_in_generate)
+        familiarity = check.apply(composed, image_embeds, log=not return_dict_in_generate)
         if not return_dict_in_generate:
             return [c["report"] for c in composed]
         if output_localization:
@@ -414,8 +410,7 @@ class SAERadModel(SAERadPreTrainedModel):
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.feature_dictionary, f, indent=1)
             os.replace(tmp, os.path.join(save_directory, FEATURE_DICTIONARY_NAME))
-        if self.familiarity is not None:
-            save_calibration(self.familiarity, save_directory)
+        save_calibration(self.familiarity, save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *model_args, **kwargs):
@@ -437,8 +432,7 @@ class SAERadModel(SAERadPreTrainedModel):
             model.load_feature_dictionary(path)
         else:
             logger.warning(f"{pretrained_model_name_or_path} has no {FEATURE_DICTIONARY_NAME}: generate() is disabled")
-        calibration = _optional_file(pretrained_model_name_or_path, FAMILIARITY_NAME, hub_kwargs)
-        model.familiarity = load_calibration(calibration)  # None (the check unavailable) for an older folder
+        model.familiarity = _calibration(pretrained_model_name_or_path, hub_kwargs)
         return (model, info) if wants_info else model
 
 

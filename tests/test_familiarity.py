@@ -242,3 +242,17 @@ def test_a_malformed_or_mismatched_calibration_is_refused(calibrated, tmp_path):
     model.familiarity = dict(bad, precision=torch.eye(10))
     with pytest.raises(ValueError, match="has 10 statistics but hidden state 1 of this backbone gives 64"):
         model.generate(pixels(processor, [noise(0)]))
+
+
+def test_concurrent_generates_each_score_their_own_images(calibrated):
+    """The Space computes two requests at once on one model: each generate reads only its own forward pass."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, processor = calibrated
+    batches = [pixels(processor, [noise(20 + k)]) if k % 2 else pixels(processor, phantoms(1, start=9500 + k))
+               for k in range(8)]
+    alone = [model.generate(b, return_dict_in_generate=True).familiarity[0]["score"] for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda b: model.generate(b, return_dict_in_generate=True).familiarity[0]["score"],
+                                 batches * 3))
+    assert together == alone * 3

@@ -47,14 +47,14 @@ def sample_rows(n_rows: int, n: int, seed: int = 0) -> list[int]:
 
 def calibrate(model: Any, processor: Any, spec: str, fit_split: str = "train",
               validation_split: str = VALIDATION_SPLIT, rows: int = DEFAULT_ROWS,
-              false_flag_rate: float = DEFAULT_FALSE_FLAG_RATE, seed: int = 0, batch_size: int = 32) -> dict:
-    """The familiarity calibration of `model` from the dataset `spec`: statistics of `rows` images of `fit_split`,
-    threshold on every image of `validation_split`. Only those two splits are read."""
+              false_flag_rate: float = DEFAULT_FALSE_FLAG_RATE, seed: int = 0, batch_size: int = 32,
+              name: Optional[str] = None) -> dict:
+    """The familiarity calibration of `model` from the dataset `spec` (`name`: as the card names it): statistics of
+    `rows` images of `fit_split`, threshold on every image of `validation_split`. Only those two splits are read."""
     from familiarity_saerad import calibrate as fit_calibration
     from familiarity_saerad import default_layer
 
     from .data.adapters import load_spec
-    from .hub import dataset_name
 
     if rows < 2:
         raise UserError(f"--calibration-rows must be at least 2; got {rows}")
@@ -71,7 +71,7 @@ def calibrate(model: Any, processor: Any, spec: str, fit_split: str = "train",
     layer = default_layer(model.config.vision_config)
     fit_stats = image_statistics(model, processor, fit_rows, layer, batch_size, f"familiarity: {fit_split}")
     val_stats = image_statistics(model, processor, validation, layer, batch_size, f"familiarity: {validation_split}")
-    name = dataset_name(spec) or spec
+    name = name or spec
     return fit_calibration(fit_stats, val_stats, layer, false_flag_rate, fit_source=f"{name}:{fit_split}",
                            validation_source=f"{name}:{validation_split}")
 

@@ -177,9 +177,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
           min_feature_score: Optional[float] = None, max_report_features: Optional[int] = None,
           min_activation: Optional[float] = None, title: Optional[str] = None, overwrite: bool = False,
           calibration: Optional[str] = None, calibration_rows: int = 1000, false_flag_rate: float = 0.01) -> Path:
-    """Backbone + SAE + feature dictionary + processor -> a model folder that loads with AutoModel (remote code);
-    an existing `out` is replaced only when saerad built it as a model folder (or `overwrite`). The familiarity check
-    is calibrated on the SAE's dataset (or `calibration`, a spec; "none" to skip): see `saerad.familiarity`."""
+    """Backbone + SAE + dictionary + processor + familiarity calibration (`_calibrate`) -> a model folder that loads
+    with AutoModel (remote code); an existing `out` is replaced only when saerad built it as a model folder."""
     from safetensors.torch import load_file
 
     from configuration_saerad import SAERadConfig
@@ -216,8 +215,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     except ValueError as err:
         raise UserError(first_line(err)) from None
     model.image_processor = processor
-    model.familiarity, familiarity_reason = _calibrate(model, processor, sae_config, calibration, calibration_rows,
-                                                       false_flag_rate)
+    model.familiarity, familiarity = _calibrate(model, processor, sae_config, calibration, calibration_rows,
+                                                false_flag_rate)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
     try:
@@ -244,8 +243,7 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
                            "max_report_features": max_report_features, "min_activation": min_activation,
                            "title": title, "calibration": _recorded_calibration(calibration, target),
                            "calibration_rows": calibration_rows, "false_flag_rate": false_flag_rate},
-            "familiarity": ({k: v for k, v in model.familiarity.items() if k not in ("mean", "precision")}
-                            if model.familiarity else {"calibrated": False, "reason": familiarity_reason}),
+            "familiarity": familiarity,
         }
         if "phantom" in (info["dataset"] or ""):  # drawn images: shown as thumbnails; real radiographs never are
             info["exemplar_thumbnails"] = write_thumbnails(sae_config.get("dataset"), data, tmp / THUMBNAILS)
@@ -318,23 +316,26 @@ def _recorded_calibration(calibration: Optional[str], folder: Path) -> Optional[
 
 def _calibrate(model, processor, sae_config: dict, calibration: Optional[str], rows: int,
                false_flag_rate: float) -> tuple:
-    """(calibration or None, why not): explicit `calibration` errors are the user's; when the SAE's own dataset has
-    no validation split (or is gone), the model is built without the check and the card says so."""
+    """(calibration or None, its record for saerad_build.json): on the SAE's dataset, or `calibration` (a spec; "none"
+    to skip). Explicit `calibration` errors are the user's; when the SAE's own dataset has no validation split (or is
+    gone), the model is built without the check and the record (and so the card) says why."""
     import logging
 
     from .familiarity import calibrate, calibration_spec
 
     spec, fit_split = calibration_spec(sae_config, calibration)
     if spec is None:
-        return None, fit_split
+        return None, {"calibrated": False, "reason": fit_split}
     try:
-        return calibrate(model, processor, spec, fit_split=fit_split, rows=rows, false_flag_rate=false_flag_rate), ""
+        fitted = calibrate(model, processor, spec, fit_split=fit_split, rows=rows, false_flag_rate=false_flag_rate,
+                           name=dataset_name(spec))
     except UserError as err:
         if calibration:
             raise
         reason = str(err).replace(spec, dataset_name(spec) or "the SAE's dataset")  # no path of the build machine
         logging.getLogger(__name__).warning("familiarity check not calibrated: %s", reason)
-        return None, reason
+        return None, {"calibrated": False, "reason": reason}
+    return fitted, {k: v for k, v in fitted.items() if k not in ("mean", "precision")}
 
 
 THUMBNAILS = "exemplars"  # the Space shows these beside a feature
