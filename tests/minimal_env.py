@@ -52,8 +52,8 @@ def make_site(target: Path, roots: list[str]) -> Path:
 
 REMOTE_SCRIPT = r"""
 import json, sys, torch
-REMOTE = ("composition_saerad", "configuration_saerad", "image_processing_saerad", "localization_saerad",
-          "modeling_saerad", "pipeline_saerad")
+REMOTE = ("composition_saerad", "configuration_saerad", "familiarity_saerad", "image_processing_saerad",
+          "localization_saerad", "modeling_saerad", "pipeline_saerad")
 for banned in ("saerad", *REMOTE, "datasets", "accelerate", "gradio", "peft"):
     try:
         __import__(banned)
