@@ -314,7 +314,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .hub import build, build_from_record
 
     given = [f"--{k.replace('_', '-')}" for k in ("backbone", "sae", "dictionary", "results", "min_feature_score",
-                                                  "max_report_features", "min_activation", "title")
+                                                  "max_report_features", "min_activation", "title", "calibration")
              if getattr(args, k) is not None]
     if args.from_record:
         if given:
