@@ -16,7 +16,7 @@ import page
 import words
 from handlers import Handlers
 
-from inference import MAX_UPLOAD_MB, Loaded
+from inference import MAX_UPLOAD_MB, Loaded, share_cpus
 
 MODEL = os.environ.get("SAERAD_MODEL", "ORG/NAME")  # `saerad push --space-id` writes the model's repo id here
 CONCURRENCY = int(os.environ.get("SAERAD_CONCURRENCY", "2"))  # requests computed at once: bounds memory
@@ -59,7 +59,8 @@ def build_demo(model_id: str) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, port: int | None = None, host: str | None = None, **kwargs):
     """Serve with the Space's limits (uploads capped before they reach disk, a bounded number of requests computed
-    at once, the rest queued) and the page's style and script."""
+    at once, each with its share of the CPUs, the rest queued) and the page's style and script."""
+    share_cpus(CONCURRENCY)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY).launch(
         server_port=port, server_name=host, max_file_size=f"{MAX_UPLOAD_MB}mb", css=page.CSS, js=page.JS, **kwargs)
 

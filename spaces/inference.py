@@ -42,6 +42,14 @@ def remote_functions(model_module: str) -> SimpleNamespace:
     return SimpleNamespace(**found)
 
 
+def share_cpus(concurrency: int) -> int:
+    """Give each of the `concurrency` requests computed at once its share of the CPUs as torch threads (at least
+    one): on 2 cores, two requests with 2 threads each wait on each other's barriers (benchmarks/space_upload.py)."""
+    threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    torch.set_num_threads(max(1, threads // max(1, concurrency)))
+    return torch.get_num_threads()
+
+
 class Loaded:
     """The model, its processor, the functions of its folder's modules the Space uses (`remote`) and, where the model
     folder has them, the exemplar thumbnails."""
