@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from demo_model import model_parser, parse_model_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spaces"))
@@ -66,8 +67,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to compare")
     args = parse_model_args(parser)
     from handlers import Handlers
-    from inference import Loaded
     from PIL import Image
+
+    from inference import Loaded
 
     h = Handlers(Loaded(args.model))
     folder = Path(tempfile.mkdtemp())
