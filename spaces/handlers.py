@@ -65,6 +65,9 @@ class Handlers:
                   f"{words.whole_sentences(r['description'])[:60]}", r["feature_id"]) for r in table]
         report = result["report"] or self.loaded.remote.why_empty(result)
         state = {"image": image, "result": result, "table": {r["feature_id"]: r for r in table}}
+        written = sum(r["written"] for r in table)
+        active = gr.update(value=active, label=f"{len(table)} active features, strongest first ({written} written in "
+                           "the report)" if table else "No feature fired on this image")
         return (report, gr.update(choices=choices, value=None), state, active, views.bars(table),
                 gr.update(choices=switches, value=[]), gr.update(choices=picks, value=None), "", "", "",
                 gr.update(value=None))

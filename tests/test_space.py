@@ -329,3 +329,21 @@ def test_exemplar_captions_only_where_the_data_allow(tmp_path):
     folder.mkdir()
     (folder / "captions.json").write_text('{"7": "Made-up line."}')
     assert inference._captions(folder) == {"7": "Made-up line."} and inference._captions(None) == {}
+
+
+def test_a_sentences_features_are_grouped_by_description_with_why_they_belong():
+    from types import SimpleNamespace
+
+    import views
+
+    finding = [{"label": "Pleural Effusion", "status": "positive", "laterality": "left"}]
+    features = {1: {"description": "Left effusion", "findings": finding, "score": 0.8123, "max_activation": 40.0},
+                2: {"description": "Left effusion.", "findings": finding, "score": 0.9},
+                3: {"description": "Fluid at the left base.", "findings": finding, "score": 0.77}}
+    loaded = SimpleNamespace(features=features, captions={}, thumbnail=lambda e: None)
+    html = views.sentence_features(loaded, {"text": "Left effusion.", "section": "findings", "feature_ids": [1, 2, 3],
+                                            "activations": [24.009, 15.22, 5.0]})
+    assert "2 features described as “Left effusion.”" in html and "1 feature described as “Fluid" in html
+    assert "Its description holds this sentence (finding: pleural effusion (left))" in html
+    assert "same finding as this sentence (pleural effusion (left)), so the two were merged" in html
+    assert "24.0 of 40.0" in html and "15.2" in html and "0.81" in html and "AUROC: how well" in html
