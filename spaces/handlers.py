@@ -52,7 +52,7 @@ class Handlers:
                    for k, s in enumerate(result["sentences"])]
         for r in table:
             r["why"] = words.omission(*reasons.get(r["feature_id"], (None, r["omitted_reason"])), r["written"],
-                                      self.threshold, self.max_features)
+                                      self.threshold, self.max_features, r["score"])
         active = [[r["feature_id"], words.whole_sentences(r["description"]), words.activation(r["activation"]),
                    words.auroc(r["score"]), words.frequency(r["frequency"]), r["why"]] for r in table]
         groups: dict = {}

@@ -4,6 +4,7 @@ omission reasons and provenance in words. Plain functions of the model's outputs
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -18,8 +19,9 @@ def activation(value) -> str:
 
 
 def auroc(value) -> str:
-    """A held-out AUROC, two decimals wherever it is shown."""
-    return "not scored" if value is None else f"{float(value):.2f}"
+    """A held-out AUROC, two decimals rounded down wherever it is shown: a score just below the model's bar (0.7496
+    under 0.75) never reads as reaching it."""
+    return "not scored" if value is None else f"{math.floor(float(value) * 100 + 1e-9) / 100:.2f}"
 
 
 def frequency(value) -> str:
@@ -78,13 +80,15 @@ def map_sentence(map_side: Optional[str]) -> str:
 
 
 def omission(code: Optional[str], reason: Optional[str], written: bool, threshold: Optional[float],
-             max_features: Optional[int]) -> str:
+             max_features: Optional[int], score: Optional[float] = None) -> str:
     """What the report did with a feature that fired, in words (never a setting's name)."""
     if written:
         return "Written in the report."
     if code == "low_score" or (reason or "").startswith("score"):
-        limit = f" (the model writes only descriptions at {auroc(threshold)} or above)" if threshold else ""
-        return "Not written: its description was not confirmed well enough on held-out images" + limit + "."
+        if score is None:
+            return "Not written: its description was never checked on held-out images."
+        limit = f", below the {auroc(threshold)} the model requires" if threshold is not None else ""
+        return f"Not written: its description was not confirmed on held-out images (AUROC {auroc(score)}{limit})."
     if code == "no_description":
         return "Not written: it has no description."
     if code == "max_features":

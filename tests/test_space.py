@@ -270,10 +270,12 @@ def test_omissions_read_in_words_never_as_settings():
              ("max_features", "beyond max_report_features=15"), ("contradicted", "contradicted by stronger feature 7"),
              (None, "below min_activation 0.5"), (None, None)]
     for code, reason in cases:
-        text = words.omission(code, reason, False, 0.75, 15)
+        text = words.omission(code, reason, False, 0.75, 15, 0.64)
         assert text.startswith("Not written") and "_" not in text and text.endswith("."), text
     assert "#7" in words.omission("contradicted", "contradicted by stronger feature 7", False, 0.75, 15)
-    assert "0.75" in words.omission("low_score", "score 0.64 below min_feature_score 0.75", False, 0.75, 15)
+    assert "(AUROC 0.64, below the 0.75 the model requires)" in words.omission(
+        "low_score", "score 0.64 below min_feature_score 0.75", False, 0.75, 15, 0.64)
+    assert "AUROC 0.74, below the 0.75" in words.omission("low_score", "score 0.7496", False, 0.75, 15, 0.7496)
 
 
 def test_one_format_per_number_and_descriptions_as_whole_sentences():
@@ -281,7 +283,8 @@ def test_one_format_per_number_and_descriptions_as_whole_sentences():
 
     assert words.activation(24.009) == words.activation(24.01) == "24.0"
     assert words.activation(15.22) == "15.2" and words.activation(36.749) == "36.7"
-    assert words.auroc(0.64) == words.auroc(0.6400001) == "0.64" and words.frequency(0.08) == "8.0%"
+    assert words.auroc(0.64) == words.auroc(0.6400001) == words.auroc(0.6499) == "0.64" and words.auroc(0.81) == "0.81"
+    assert words.frequency(0.08) == "8.0%"
     assert words.whole_sentences("Calcified right lower lobe granuloma The lungs are normally inflated") == \
         "Calcified right lower lobe granuloma. The lungs are normally inflated."
     assert words.whole_sentences("no pneumothorax.") == "No pneumothorax."
