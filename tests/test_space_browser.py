@@ -212,6 +212,16 @@ def _features_and_dictionary(page, shots, size, width):
     assert _columns_fit(page, "#active", width) == []
     assert LITERAL in page.locator("#active").inner_text()
     assert "#" in page.locator("#bars").inner_text()
+    assert "active features, strongest first" in page.locator("#active").inner_text()
+    page.locator("#pick input").click()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#feature-overlay img')?.alt.includes('feature #')",
+                           timeout=30_000)
+    opened = page.locator("#feature").inner_text()
+    assert "Written in the report." in opened and "AUROC: how well" in opened
+    assert any(where in opened for where in ("patient's", "in the middle", "nowhere"))
+    assert "back to feature #" in page.locator("#feature-exemplars").inner_text()
     page.screenshot(path=str(shots / f"features-{size}.png"), full_page=True)
     page.get_by_role("tab", name="Dictionary").click()
     page.locator("#dictionary").wait_for(timeout=30_000)
