@@ -46,9 +46,10 @@ class Handlers:
         table = result.pop("table")
         reasons = {o["feature_id"]: (o.get("code"), o["reason"]) for o in result["omitted"]}
         for s in result["sentences"]:
-            s["conflict"] = words.side_conflict(s["text"], s.get("side"))
+            s["conflict"] = words.side_conflict(s.get("stated_text") or s["text"], s.get("side"))
         choices = [(f"{k + 1}. {s['section'].upper()}: {s['text']}"
-                    + ("  ⚠ its map lies on another side" if s["conflict"] else ""), k)
+                    + ("  ⚠ its map lies on another side" if s["conflict"] and s.get("side_check") != "dropped"
+                       else "  ⚠ side words dropped: its map lies on another side" if s["conflict"] else ""), k)
                    for k, s in enumerate(result["sentences"])]
         for r in table:
             r["why"] = words.omission(*reasons.get(r["feature_id"], (None, r["omitted_reason"])), r["written"],

@@ -84,7 +84,8 @@ class Loaded:
         out = self.model.generate(pixels, return_dict_in_generate=True, output_localization=True)
         sentences = [{"text": s["text"], "section": s["report_section"], "feature_ids": list(s["feature_ids"]),
                       "activations": [round(float(a), 4) for a in s["activations"]], "side": s.get("side"),
-                      "localization": s["localization"].numpy()} for s in out.sentences[0]]
+                      "localization": s["localization"].numpy(),
+                      **{k: s[k] for k in ("stated_text", "side_check") if k in s}} for s in out.sentences[0]]
         result = {"report": out.reports[0], "sentences": sentences, "omitted": out.omitted[0]}
         if explained:
             result["table"] = self.model.explain(pixels, generated=out)[0]

@@ -88,8 +88,13 @@ def sentence_features(loaded, sentence: dict, anchor: str = "sf") -> str:
 
 def side_note(sentence: dict) -> str:
     """Where a sentence's map lies, as the patient's side, and a warning when it contradicts the sentence."""
-    conflict = words.side_conflict(sentence["text"], sentence.get("side"))
+    said = sentence.get("stated_text") or sentence["text"]
+    conflict = words.side_conflict(said, sentence.get("side"))
     text = escape(words.map_sentence(sentence.get("side")))
+    if conflict and sentence.get("side_check") == "dropped":
+        return (f"<p class='conflict' role='alert'>⚠ Side words dropped: its features' description read “"
+                f"{escape(said)}”, but {escape(conflict.split(', but ', 1)[-1])}, so the model wrote it without a "
+                f"side.</p><p>{text}</p>")
     if conflict:
         return (f"<p class='conflict' role='alert'>⚠ Side disagrees: {escape(conflict)}. Read the side with care."
                 f"</p><p>{text}</p>")

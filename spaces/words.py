@@ -89,6 +89,8 @@ def omission(code: Optional[str], reason: Optional[str], written: bool, threshol
             return "Not written: its description was never checked on held-out images."
         limit = f", below the {auroc(threshold)} the model requires" if threshold is not None else ""
         return f"Not written: its description was not confirmed on held-out images (AUROC {auroc(score)}{limit})."
+    if code == "low_precision":
+        return "Not written: on held-out images its description was too often untrue where the feature fires."
     if code == "no_description":
         return "Not written: it has no description."
     if code == "max_features":

@@ -261,6 +261,15 @@ def test_sides_are_the_patients_and_a_contradicting_map_is_named():
     assert words.side_conflict("There is a left base opacity.", "bilateral") is None  # the map spans that side too
     assert words.side_conflict("The heart is normal in size.", "right") is None  # no side named
     assert words.side_conflict("Right pleural effusion.", "central") is None
+    import views
+
+    dropped = {"text": "Pleural effusion.", "stated_text": "Right pleural effusion.", "side": "left",
+               "side_check": "dropped"}  # a composer that drops contradicted side words keeps what they said
+    from html import unescape
+
+    assert "Side words dropped" in views.side_note(dropped) and "patient's left" in unescape(views.side_note(dropped))
+    assert "Side disagrees" in views.side_note({"text": "Right pleural effusion.", "side": "left"})
+    assert "conflict" not in views.side_note({"text": "Right pleural effusion.", "side": "right"})
 
 
 def test_omissions_read_in_words_never_as_settings():
