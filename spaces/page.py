@@ -37,7 +37,7 @@ ol.bars .value { text-align: right; }
 #dictionary table, #active table { table-layout: fixed; width: 100%; }
 @media (max-width: 640px) {
   #sentences .wrap { max-height: 260px; overflow-y: auto; flex-wrap: nowrap; }
-  #whatif-row { flex-direction: column; }
+  #whatif-row, #feature-row { flex-direction: column; }
   ol.bars li { grid-template-columns: minmax(0, 1fr) 30% 3em; }
   #dictionary th, #dictionary td, #active th, #active td { padding: 2px !important; }
   #dictionary .cell-wrap, #active .cell-wrap { padding: 2px !important; }
@@ -119,7 +119,7 @@ def features_tab() -> SimpleNamespace:
         whatif = gr.Textbox(label="What-if report", lines=6, interactive=False, elem_id="whatif")
     pick = gr.Dropdown(label="Open a feature (including those that fired but wrote nothing)", choices=[],
                        elem_id="pick")
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_id="feature-row"):
         heat = gr.Image(label="Where it looks", type="pil", interactive=False, elem_id="feature-overlay",
                         alt_text="No feature opened yet", buttons=["fullscreen"])
         text = gr.HTML(elem_id="feature")
