@@ -218,12 +218,13 @@ def test_exemplar_captions_quote_the_first_findings_sentence_of_each_top_exempla
     from saerad.hub import write_captions
 
     data = DatasetDict({"train": Dataset.from_dict({
-        "id": ["a", "b", "c"], "findings": ["Made-up first. Made-up second.", "", None],
+        "id": ["a", "b", "c"], "findings": ["and a cut fragment. Made-up first sentence. Made-up second one.", "",
+                                            None],
         "impression": ["x.", "Made-up impression only.", None]})})
     data.save_to_disk(tmp_path / "data")
     dictionary = {"features": [{"id": 0, "description": "d.", "exemplars": ["a", "b", "c"]},
                                {"id": 1, "description": "", "exemplars": ["z"]}]}
     assert write_captions(str(tmp_path / "data"), dictionary, tmp_path / "exemplars") == 2
     captions = json.loads((tmp_path / "exemplars" / "captions.json").read_text())
-    assert captions == {"a": "Made-up first.", "b": "Made-up impression only."}  # none for a report without text
+    assert captions == {"a": "Made-up first sentence.", "b": "Made-up impression only."}  # none without text
     assert write_captions(str(tmp_path / "gone"), dictionary, tmp_path / "other") == 0

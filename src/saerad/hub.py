@@ -319,8 +319,8 @@ def captions_allowed(dataset: Optional[str]) -> bool:
 
 
 def write_captions(dataset: Optional[str], dictionary: dict, folder: Path, per_feature: int = 8) -> int:
-    """`folder/captions.json`: {exemplar id: the first sentence of its report's FINDINGS (else IMPRESSION)} for the
-    top exemplars of every described feature; how many were written (0 when the dataset is no longer there)."""
+    """`folder/captions.json`: {exemplar id: the first whole sentence of its report's FINDINGS (else IMPRESSION)} for
+    the top exemplars of every described feature; how many were written (0 when the dataset is no longer there)."""
     if not dataset or not Path(dataset).is_dir():
         return 0
     from datasets import load_from_disk
@@ -335,7 +335,9 @@ def write_captions(dataset: Optional[str], dictionary: dict, folder: Path, per_f
         columns = [c for c in ("findings", "impression") if c in split.column_names]
         for row in split.select_columns(["id", *columns]):
             if str(row["id"]) in wanted and str(row["id"]) not in captions:
-                text = next((t for c in columns for t in split_sentences(row[c] or "")), None)
+                texts = [t for c in columns for t in split_sentences(row[c] or "")]
+                # a fragment a splitter cut from its sentence ("and lateral chest ...") reads worse than a whole one
+                text = next((t for t in texts if t[:1].isupper() and len(t.split()) >= 3), texts[0] if texts else None)
                 if text:
                     captions[str(row["id"])] = text[:300]
     folder.mkdir(parents=True, exist_ok=True)
