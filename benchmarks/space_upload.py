@@ -66,9 +66,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to compare")
     args = parse_model_args(parser)
-    from handlers import Handlers
     from PIL import Image
 
+    from handlers import Handlers
     from inference import Loaded
 
     h = Handlers(Loaded(args.model))

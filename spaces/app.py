@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 
 import gradio as gr
+
 import page
 import words
 from handlers import Handlers
-
 from inference import MAX_UPLOAD_MB, Loaded, share_cpus
 
 MODEL = os.environ.get("SAERAD_MODEL", "ORG/NAME")  # `saerad push --space-id` writes the model's repo id here

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gradio as gr
+
 import views
 import words
-
 from inference import Loaded, display_image, public_report
 
 

@@ -8,8 +8,8 @@ from html import escape
 from types import SimpleNamespace
 
 import gradio as gr
-import views
 
+import views
 from inference import MAX_UPLOAD_MB
 
 CSS = """
