@@ -78,11 +78,15 @@ def space(tmp_path_factory):
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
     upload = _pick_upload(model, processor, tmp_path_factory.mktemp("uploads"))
+    import torch
+
+    threads = torch.get_num_threads()  # the app sets its share of the CPUs: the tests after this one keep theirs
     demo = app.build_demo(str(folder))
     port = free_port()
     app.launch(demo, port, "127.0.0.1", prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", folder, upload, (model, processor)
     demo.close()
+    torch.set_num_threads(threads)
 
 
 def _upload(page, path: Path) -> None:
