@@ -4,6 +4,7 @@ and maps laid back on the uploaded image."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,12 +12,15 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from transformers import AutoImageProcessor, AutoModel
 
 MAX_UPLOAD_MB = 20  # also the server's upload limit: a larger file is refused before it is written to disk
 MAX_PIXELS = 40_000_000  # a 6k x 6k radiograph; checked from the header, before decoding
 THUMBNAIL_FOLDER = "exemplars"  # in the model folder, for models trained on phantoms (saerad build writes it)
+CAPTIONS = "captions.json"  # beside the thumbnails: a sentence of each exemplar's report, where the data allow it
+MAP_FLOOR = 0.15  # map values below this share of its peak are not tinted: a Grad-CAM floor is not a finding
+OUTLINE = (0, 200, 255)  # the crop's dashed box: cyan, which no map colour (gray to red) can be mistaken for
 # What the Space uses of the model folder's own modules, by module: the file reader, sides and overlays, and why a
 # report is empty.
 REMOTE_FUNCTIONS = {"image_processing_saerad": ("load_image",), "localization_saerad": ("map_side", "overlay_map"),
@@ -38,6 +42,14 @@ def remote_functions(model_module: str) -> SimpleNamespace:
     return SimpleNamespace(**found)
 
 
+def share_cpus(concurrency: int) -> int:
+    """Give each of the `concurrency` requests computed at once its share of the CPUs as torch threads (at least
+    one): on 2 cores, two requests with 2 threads each wait on each other's barriers (benchmarks/space_upload.py)."""
+    threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    torch.set_num_threads(max(1, threads // max(1, concurrency)))
+    return torch.get_num_threads()
+
+
 class Loaded:
     """The model, its processor, the functions of its folder's modules the Space uses (`remote`) and, where the model
     folder has them, the exemplar thumbnails."""
@@ -49,6 +61,7 @@ class Loaded:
         self.remote = remote_functions(type(self.model).__module__)
         self.features = self.model.features
         self.thumbnails = _thumbnail_folder(model_id)
+        self.captions = _captions(self.thumbnails)
 
     def read_upload(self, path: str, name: Optional[str] = None) -> Image.Image:
         """An uploaded PNG, JPEG or DICOM as an 8-bit grayscale image; a ValueError names the file by `name`."""
@@ -71,7 +84,8 @@ class Loaded:
         out = self.model.generate(pixels, return_dict_in_generate=True, output_localization=True)
         sentences = [{"text": s["text"], "section": s["report_section"], "feature_ids": list(s["feature_ids"]),
                       "activations": [round(float(a), 4) for a in s["activations"]], "side": s.get("side"),
-                      "localization": s["localization"].numpy()} for s in out.sentences[0]]
+                      "localization": s["localization"].numpy(),
+                      **{k: s[k] for k in ("stated_text", "side_check") if k in s}} for s in out.sentences[0]]
         result = {"report": out.reports[0], "sentences": sentences, "omitted": out.omitted[0],
                   "familiarity": (out.familiarity or [None])[0]}
         if explained:
@@ -117,11 +131,20 @@ class Loaded:
         return left * sx, top * sy, (left + cw) * sx, (top + ch) * sy
 
     def overlay(self, image: Image.Image, saliency: np.ndarray, opacity: float = 0.6) -> Image.Image:
-        """A map over the processed image shown where it belongs on the upload (at most 768 px a side)."""
+        """A map over the processed image shown where it belongs on the upload (at most 768 px a side): no tint below
+        `MAP_FLOOR` of its peak nor outside the crop, and the crop the model saw outlined (dashed) when it is not
+        the whole upload."""
         shown = display_image(image)
         scale = shown.width / image.width
         box = tuple(v * scale for v in self.crop_box(*image.size))
-        return self.remote.overlay_map(shown, place_map(saliency, box, shown.width, shown.height), opacity)
+        placed = place_map(saliency, box, shown.width, shown.height)
+        peak = float(placed.max()) if placed.size else 0.0
+        placed = np.where(placed >= MAP_FLOOR * peak, placed, 0).astype(np.float32) if peak > 0 else placed
+        opacity = min(max(float(opacity if opacity is not None else 0.6), 0.0), 1.0)
+        out = self.remote.overlay_map(shown, placed, opacity).convert("RGB")
+        if box != (0.0, 0.0, float(shown.width), float(shown.height)):
+            dashed_box(out, box)
+        return out
 
     def thumbnail(self, exemplar: str) -> Optional[str]:
         """The path of an exemplar's thumbnail, where the model folder has one."""
@@ -143,6 +166,32 @@ def _thumbnail_folder(model_id: str) -> Optional[Path]:
     except Exception:  # offline, or a repo without thumbnails: the Space shows exemplar ids
         return None
     return folder if folder.is_dir() else None
+
+
+def _captions(folder: Optional[Path]) -> dict:
+    """{exemplar id: a sentence of its report}, where the model folder holds them."""
+    path = folder / CAPTIONS if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v)[:300] for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def dashed_box(image: Image.Image, box: tuple, dash: int = 6) -> None:
+    """Draw `box` (left, top, right, bottom) on `image` as a dashed 2 px outline, in place."""
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = (int(round(v)) for v in box)
+    right, bottom = min(right, image.width) - 1, min(bottom, image.height) - 1
+    left, top = max(left, 0), max(top, 0)
+    for x in range(left, right, 2 * dash):
+        for y in (top, bottom - 1):
+            draw.rectangle([x, y, min(x + dash, right), y + 1], fill=OUTLINE)
+    for y in range(top, bottom, 2 * dash):
+        for x in (left, right - 1):
+            draw.rectangle([x, y, x + 1, min(y + dash, bottom)], fill=OUTLINE)
 
 
 def place_map(saliency: np.ndarray, box: tuple, width: int, height: int) -> np.ndarray:

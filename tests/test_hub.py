@@ -210,3 +210,21 @@ def test_the_bundled_backbones_have_names_that_build_and_embed_load(tmp_path):
     assert backbone_fingerprint("saerad:phantom-resnet")["backbone_sha256"] == backbone_fingerprint(folder)[
         "backbone_sha256"] is not None
     assert main(["embed", "--backbone", "saerad:no-such", "--dataset", "x", "--out", str(tmp_path / "e")]) == 2
+
+
+def test_exemplar_captions_quote_the_first_findings_sentence_of_each_top_exemplar(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from saerad.hub import write_captions
+
+    data = DatasetDict({"train": Dataset.from_dict({
+        "id": ["a", "b", "c"], "findings": ["and a cut fragment. Made-up first sentence. Made-up second one.", "",
+                                            None],
+        "impression": ["x.", "Made-up impression only.", None]})})
+    data.save_to_disk(tmp_path / "data")
+    dictionary = {"features": [{"id": 0, "description": "d.", "exemplars": ["a", "b", "c"]},
+                               {"id": 1, "description": "", "exemplars": ["z"]}]}
+    assert write_captions(str(tmp_path / "data"), dictionary, tmp_path / "exemplars") == 2
+    captions = json.loads((tmp_path / "exemplars" / "captions.json").read_text())
+    assert captions == {"a": "Made-up first sentence.", "b": "Made-up impression only."}  # none without text
+    assert write_captions(str(tmp_path / "gone"), dictionary, tmp_path / "other") == 0

@@ -194,8 +194,8 @@ def test_descriptions_reach_the_page_as_text(space_model):
     assert all(kind in ("str", "number") for kind in (table.datatype if isinstance(table.datatype, list)
                                                       else [table.datatype]))
     search = next(fn.fn for fn in demo.fns.values() if fn.fn.__name__ == "search")
-    rows = search("bold", "score")
-    assert rows and rows[0][1] == "<b>bold</b> **stars** [link](http://x)"
+    rows = search("bold", "AUROC")
+    assert rows and rows[0][1] == "<b>bold</b> **stars** [link](http://x)."  # a whole sentence, read literally
     assert not any(isinstance(b, (gr.HTML, gr.Markdown)) and "bold" in str(getattr(b, "value", ""))
                    for b in demo.blocks.values())
 
@@ -229,12 +229,14 @@ def test_saerad_serve_runs_the_space_app(space_model, tmp_path):
 def test_the_upload_preview_and_sentence_overlay_in_the_page_functions(space_model, tmp_path):
     demo = app.build_demo(str(space_model))
     fns = {fn.fn.__name__: fn.fn for fn in demo.fns.values()}
-    outputs = fns["on_upload"](str(xray(tmp_path / "wide.png", (300, 100))))
-    preview, report, sentences, state = outputs[:4]
-    assert preview.size == (300, 100) and report.startswith("FINDINGS")
-    heat, rows, _, where = fns["on_sentence"](0, 0.5, state)
-    assert heat.size == (300, 100) and rows and "map reads" in where
-    off = [c[1] for c in outputs[6]["choices"]]
+    preview, image, waiting = fns["on_preview"](str(xray(tmp_path / "wide.png", (300, 100))))
+    assert preview["value"].size == (300, 100) and "300 x 100" in preview["alt_text"] and waiting  # before the report
+    outputs = fns["on_report"](image)
+    report, sentences, state = outputs[:3]
+    assert report.startswith("FINDINGS")
+    heat, where, features, _ = fns["on_sentence"](0, 0.5, state)
+    assert heat["value"].size == (300, 100) and heat["alt_text"] and "Its map lies" in where and "Why:" in features
+    off = [c[1] for c in outputs[5]["choices"]]
     assert fns["on_whatif"](off, state) != report  # every written feature off: another report
 
 
@@ -245,3 +247,115 @@ def test_the_space_takes_its_helpers_from_the_model_folders_own_modules(space_mo
     modules = {name: getattr(loaded.remote, name).__module__ for name in ("load_image", "map_side", "why_empty")}
     assert modules == {"load_image": f"{package}.image_processing_saerad", "map_side": f"{package}.localization_saerad",
                        "why_empty": f"{package}.composition_saerad"}
+
+
+def test_sides_are_the_patients_and_a_contradicting_map_is_named():
+    import words
+
+    assert "patient's left" in words.map_sentence("left") and "image's right" in words.map_sentence("left")
+    assert "patient's right" in words.map_sentence("right")
+    assert words.side_conflict("There are small bilateral pleural effusions.", "left")  # the sentence
+    assert words.side_conflict("There is a left base opacity.", "right")
+    assert words.side_conflict("There is biapical scarring.", "right")
+    assert words.side_conflict("There is a left base opacity.", "left") is None
+    assert words.side_conflict("There is a left base opacity.", "bilateral") is None  # the map spans that side too
+    assert words.side_conflict("The heart is normal in size.", "right") is None  # no side named
+    assert words.side_conflict("Right pleural effusion.", "central") is None
+    import views
+
+    dropped = {"text": "Pleural effusion.", "stated_text": "Right pleural effusion.", "side": "left",
+               "side_check": "dropped"}  # a composer that drops contradicted side words keeps what they said
+    from html import unescape
+
+    assert "Side words dropped" in views.side_note(dropped) and "patient's left" in unescape(views.side_note(dropped))
+    assert "Side disagrees" in views.side_note({"text": "Right pleural effusion.", "side": "left"})
+    assert "conflict" not in views.side_note({"text": "Right pleural effusion.", "side": "right"})
+
+
+def test_omissions_read_in_words_never_as_settings():
+    import words
+
+    cases = [("low_score", "score 0.64 below min_feature_score 0.75"), ("no_description", "no description"),
+             ("max_features", "beyond max_report_features=15"), ("contradicted", "contradicted by stronger feature 7"),
+             (None, "below min_activation 0.5"), (None, None)]
+    for code, reason in cases:
+        text = words.omission(code, reason, False, 0.75, 15, 0.64)
+        assert text.startswith("Not written") and "_" not in text and text.endswith("."), text
+    assert "#7" in words.omission("contradicted", "contradicted by stronger feature 7", False, 0.75, 15)
+    assert "(AUROC 0.64, below the 0.75 the model requires)" in words.omission(
+        "low_score", "score 0.64 below min_feature_score 0.75", False, 0.75, 15, 0.64)
+    assert "AUROC 0.74, below the 0.75" in words.omission("low_score", "score 0.7496", False, 0.75, 15, 0.7496)
+
+
+def test_one_format_per_number_and_descriptions_as_whole_sentences():
+    import words
+
+    assert words.activation(24.009) == words.activation(24.01) == "24.0"
+    assert words.activation(15.22) == "15.2" and words.activation(36.749) == "36.7"
+    assert words.auroc(0.64) == words.auroc(0.6400001) == words.auroc(0.6499) == "0.64" and words.auroc(0.81) == "0.81"
+    assert words.frequency(0.08) == "8.0%"
+    assert words.whole_sentences("Calcified right lower lobe granuloma The lungs are normally inflated") == \
+        "Calcified right lower lobe granuloma. The lungs are normally inflated."
+    assert words.whole_sentences("no pneumothorax.") == "No pneumothorax."
+
+
+def test_the_model_is_named_by_folder_or_repo_never_by_its_path(space_model):
+    import words
+
+    info = words.model_info(str(space_model))
+    assert info["name"] == space_model.name and str(space_model.parent) not in str(info)
+    (space_model / "saerad_build.json").write_text('{"dataset": "iu-phantom", "d_sae": 64, "backbone": "tiny", '
+                                                   '"training_metrics": {"n": 2761}}')
+    try:
+        assert "learnt from 2,761 training images of iu-phantom" in words.model_info(str(space_model))["learnt"]
+    finally:
+        (space_model / "saerad_build.json").unlink()
+    assert words.model_info("org/name")["url"] == "https://huggingface.co/org/name"  # offline: named, linked
+
+
+def test_the_overlay_outlines_the_crop_and_tints_nothing_outside_the_map(space_model):
+    from transformers import BitImageProcessor
+
+    loaded = inference.Loaded.__new__(inference.Loaded)
+    loaded.processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    loaded.remote = inference.remote_functions("modeling_saerad")
+    saliency = np.full((32, 32), 0.1, dtype=np.float32)  # a Grad-CAM floor...
+    saliency[20:28, 4:8] = 1  # ...under one finding
+    out = np.asarray(loaded.overlay(Image.new("L", (768, 256), 90), saliency, 1.0)).astype(int)
+    cyan = (out[..., 0] < 60) & (out[..., 1] > 150) & (out[..., 2] > 200)
+    ys, xs = np.nonzero(cyan)
+    assert xs.min() >= 254 and xs.max() <= 513 and cyan[:, 256:260].sum() > 50  # the box the model saw, dashed
+    tinted = (out[..., 0] != out[..., 1]) & ~cyan
+    ys, xs = np.nonzero(tinted)
+    assert 256 + 4 * 8 - 8 <= xs.min() and xs.max() < 256 + 8 * 8 + 8  # only under the finding, not the floor
+    square = np.asarray(loaded.overlay(Image.new("L", (256, 256), 90), saliency, 1.0)).astype(int)
+    assert not ((square[..., 0] < 60) & (square[..., 2] > 200)).any()  # the whole upload seen: no box
+
+
+def test_exemplar_captions_only_where_the_data_allow(tmp_path):
+    from saerad.hub import captions_allowed
+
+    assert captions_allowed("iu-phantom") and captions_allowed("imagefolder:cxr")
+    assert not captions_allowed("mimic-cxr:files") and not captions_allowed(None)
+    folder = tmp_path / "exemplars"
+    folder.mkdir()
+    (folder / "captions.json").write_text('{"7": "Made-up line."}')
+    assert inference._captions(folder) == {"7": "Made-up line."} and inference._captions(None) == {}
+
+
+def test_a_sentences_features_are_grouped_by_description_with_why_they_belong():
+    from types import SimpleNamespace
+
+    import views
+
+    finding = [{"label": "Pleural Effusion", "status": "positive", "laterality": "left"}]
+    features = {1: {"description": "Left effusion", "findings": finding, "score": 0.8123, "max_activation": 40.0},
+                2: {"description": "Left effusion.", "findings": finding, "score": 0.9},
+                3: {"description": "Fluid at the left base.", "findings": finding, "score": 0.77}}
+    loaded = SimpleNamespace(features=features, captions={}, thumbnail=lambda e: None)
+    html = views.sentence_features(loaded, {"text": "Left effusion.", "section": "findings", "feature_ids": [1, 2, 3],
+                                            "activations": [24.009, 15.22, 5.0]})
+    assert "2 features described as “Left effusion.”" in html and "1 feature described as “Fluid" in html
+    assert "Its description holds this sentence (finding: pleural effusion (left))" in html
+    assert "same finding as this sentence (pleural effusion (left)), so the two were merged" in html
+    assert "24.0 of 40.0" in html and "15.2" in html and "0.81" in html and "AUROC: how well" in html

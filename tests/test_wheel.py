@@ -68,7 +68,8 @@ def test_the_installed_wheel_builds_and_stages_a_push(tmp_path):
     out = saerad("push", str(tmp_path / "model"), "--repo-id", "me/sae-rad", "--space-id", "me/sae-rad-space",
                  "--dry-run")
     staged = Path(out.strip().splitlines()[-1].rsplit(" ", 1)[-1])
-    assert "  app.py" in out and "  inference.py" in out and "  requirements.txt" in out
+    assert all(f"  {name}" in out for name in ("app.py", "inference.py", "handlers.py", "page.py", "views.py",
+                                                 "words.py", "requirements.txt"))
     assert '"me/sae-rad"' in (staged / "space" / "app.py").read_text()
     assert 'from_pretrained("me/sae-rad"' in (staged / "model" / "README.md").read_text()
     # the metric Spaces stage from the wheel's package data too (scripts, cards, requirements, standalone files)

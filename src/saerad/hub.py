@@ -173,6 +173,15 @@ def backbone_pretraining(backbone: str) -> Optional[dict]:
             "report_supervised": objective in REPORT_SUPERVISED}
 
 
+def _sae_config(sae_dir: str, dictionary: str) -> dict:
+    """The SAE's recorded config, once the SAE folder and the dictionary are known to exist."""
+    if not (Path(sae_dir) / "sae_config.json").exists():
+        raise MissingInput(f"{sae_dir}: no sae_config.json; run `saerad train` first")
+    if not Path(dictionary).exists():
+        raise MissingInput(f"{dictionary}: no such file; run `saerad interpret` first")
+    return json.loads((Path(sae_dir) / "sae_config.json").read_text())
+
+
 def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,
           min_feature_score: Optional[float] = None, max_report_features: Optional[int] = None,
           min_activation: Optional[float] = None, title: Optional[str] = None, overwrite: bool = False,
@@ -187,12 +196,7 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     from .embed import load_backbone
 
     target = output_folder(out, "model", overwrite)
-    sae_path = Path(sae_dir)
-    if not (sae_path / "sae_config.json").exists():
-        raise MissingInput(f"{sae_dir}: no sae_config.json; run `saerad train` first")
-    if not Path(dictionary).exists():
-        raise MissingInput(f"{dictionary}: no such file; run `saerad interpret` first")
-    sae_config = json.loads((sae_path / "sae_config.json").read_text())
+    sae_path, sae_config = Path(sae_dir), _sae_config(sae_dir, dictionary)
     backbone_model, processor = load_backbone(backbone)
     vision = backbone_model.config
     data = json.loads(Path(dictionary).read_text())
@@ -247,6 +251,8 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         }
         if "phantom" in (info["dataset"] or ""):  # drawn images: shown as thumbnails; real radiographs never are
             info["exemplar_thumbnails"] = write_thumbnails(sae_config.get("dataset"), data, tmp / THUMBNAILS)
+        if captions_allowed(info["dataset"]):
+            info["exemplar_captions"] = write_captions(sae_config.get("dataset"), data, tmp / THUMBNAILS)
         (tmp / "saerad_build.json").write_text(json.dumps(info, indent=1))
         render_card(str(tmp), json.loads(Path(results).read_text()) if results else None)
         replace_folder(tmp, target)
@@ -339,7 +345,8 @@ def _calibrate(model, processor, sae_config: dict, calibration: Optional[str], r
 
 
 THUMBNAILS = "exemplars"  # the Space shows these beside a feature
-THUMBNAIL_SIDE = 64
+THUMBNAIL_SIDE = 256  # the Space shows exemplars large and uncropped: 64 px lost the lung bases' detail
+CAPTIONS = "captions.json"
 
 
 def write_thumbnails(dataset: Optional[str], dictionary: dict, folder: Path, per_feature: int = 8) -> int:
@@ -363,6 +370,40 @@ def write_thumbnails(dataset: Optional[str], dictionary: dict, folder: Path, per
             wanted.discard(ids[row])
             written += 1
     return written
+
+
+def captions_allowed(dataset: Optional[str]) -> bool:
+    """Whether the Space may quote a line of an exemplar's report beside it: phantom and imagefolder data, whose
+    terms the dictionary already quotes under; never credentialed data (MIMIC-CXR), shown by id only."""
+    name = (dataset or "").lower()
+    return ("phantom" in name or name.startswith("imagefolder")) and not name.startswith("mimic")
+
+
+def write_captions(dataset: Optional[str], dictionary: dict, folder: Path, per_feature: int = 8) -> int:
+    """`folder/captions.json`: {exemplar id: the first whole sentence of its report's FINDINGS (else IMPRESSION)} for
+    the top exemplars of every described feature; how many were written (0 when the dataset is no longer there)."""
+    if not dataset or not Path(dataset).is_dir():
+        return 0
+    from datasets import load_from_disk
+
+    from .data.reports import split_sentences
+
+    wanted = {str(e) for f in dictionary.get("features", []) if f.get("description")
+              for e in f.get("exemplars", [])[:per_feature]}
+    data = load_from_disk(dataset)
+    captions = {}
+    for split in (data.values() if hasattr(data, "values") else [data]):
+        columns = [c for c in ("findings", "impression") if c in split.column_names]
+        for row in split.select_columns(["id", *columns]):
+            if str(row["id"]) in wanted and str(row["id"]) not in captions:
+                texts = [t for c in columns for t in split_sentences(row[c] or "")]
+                # a fragment a splitter cut from its sentence ("and lateral chest ...") reads worse than a whole one
+                text = next((t for t in texts if t[:1].isupper() and len(t.split()) >= 3), texts[0] if texts else None)
+                if text:
+                    captions[str(row["id"])] = text[:300]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CAPTIONS).write_text(json.dumps(captions, indent=0, sort_keys=True))
+    return len(captions)
 
 
 def push_plan(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: bool = False,
