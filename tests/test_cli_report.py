@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -116,3 +117,36 @@ def test_report_heatmap_writes_one_tile_per_sentence_and_off_writes_the_what_if_
     assert "not in [0, d_sae=64)" in capsys.readouterr().err
     assert main(["report", *images, "--model", str(model_dir), "--heatmap", str(tmp_path / "m.png")]) == 0
     assert (tmp_path / "m-1.png").exists() and (tmp_path / "m-2.png").exists()
+
+
+def test_heatmap_never_overwrites_an_input_or_an_existing_file_and_names_what_it_writes(model_dir, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    inputs = [write_png(tmp_path / name, (rng.random((64, 64)) * 255).astype(np.uint8))
+              for name in ("cxr-1.png", "cxr-2.png", "x.png")]
+    before = {p: p.read_bytes() for p in inputs}
+    (tmp_path / "keep.png").write_bytes(b"the user's own file")
+    refusals = [
+        ([str(inputs[0]), str(inputs[1]), "--heatmap", str(tmp_path / "cxr.png")], "is one of the input images"),
+        ([str(inputs[2]), "--heatmap", str(inputs[2])], "is one of the input images"),
+        ([str(inputs[2]), "--heatmap", str(inputs[2]), "--overwrite"], "is one of the input images"),
+        ([str(inputs[2]), "--heatmap", str(tmp_path / "keep.png")], "already exists"),
+        ([str(inputs[2]), "--heatmap", str(tmp_path / "no" / "dir" / "m.png")], "does not exist"),
+    ]
+    for argv, message in refusals:
+        assert main(["report", *argv, "--model", str(model_dir)]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in inputs} == before
+    assert (tmp_path / "keep.png").read_bytes() == b"the user's own file"
+    link = tmp_path / "link.png"
+    link.symlink_to(inputs[2])  # a link to an input is that input
+    assert main(["report", str(inputs[2]), "--model", str(model_dir), "--heatmap", str(link), "--overwrite"]) == 2
+    capsys.readouterr()
+    assert main(["report", str(inputs[2]), "--model", str(model_dir), "--heatmap", str(tmp_path / "keep.png"),
+                 "--overwrite"]) == 0
+    assert f"heatmap written to {tmp_path / 'keep.png'}" in capsys.readouterr().out
+    assert main(["report", str(inputs[0]), str(inputs[2]), "--model", str(model_dir), "--json", "--heatmap",
+                 str(tmp_path / "maps.png")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [p["heatmap"] for p in payload] == [str(tmp_path / "maps-1.png"), str(tmp_path / "maps-2.png")]
+    assert {p: p.read_bytes() for p in inputs} == before and all(os.path.isfile(p["heatmap"]) for p in payload)

@@ -228,3 +228,66 @@ def test_exemplar_captions_quote_the_first_findings_sentence_of_each_top_exempla
     captions = json.loads((tmp_path / "exemplars" / "captions.json").read_text())
     assert captions == {"a": "Made-up first sentence.", "b": "Made-up impression only."}  # none without text
     assert write_captions(str(tmp_path / "gone"), dictionary, tmp_path / "other") == 0
+
+
+class _RecordingApi:
+    """HfApi's calls recorded, nothing sent."""
+    calls: list = []
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: _RecordingApi.calls.append((name, args, kwargs))
+
+
+def test_push_refuses_a_symlink_anywhere_in_the_folder_before_any_upload(built, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    _RecordingApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", _RecordingApi)
+    secret = tmp_path / "token"
+    secret.write_text("hf_secret")
+    for where in ("notes.txt", "exemplars/x.png", "sub/dir"):
+        link = built / where
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(secret if where != "sub/dir" else tmp_path)
+        for dry in ([], ["--dry-run"]):
+            assert main(["push", str(built), "--repo-id", "me/x", *dry, "--include", where]) == 2
+            err = capsys.readouterr().err
+            assert "symbolic link" in err and str(link) in err and err.count("\n") == 1
+        with pytest.raises(ValueError, match="symbolic link"):
+            push(str(built), "me/x", token="hf_fake")
+        link.unlink()
+    assert _RecordingApi.calls == []
+
+
+def test_push_refuses_unknown_files_unless_named_and_uploads_exactly_what_the_dry_run_prints(built, monkeypatch,
+                                                                                             capsys):
+    import huggingface_hub
+
+    _RecordingApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", _RecordingApi)
+    (built / "evil.py").write_text("import os\n")
+    (built / "exemplars").mkdir(exist_ok=True)
+    (built / "exemplars" / "notes.txt").write_text("x")
+    assert main(["push", str(built), "--repo-id", "me/x", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "evil.py" in err and "exemplars/notes.txt" in err and "--include" in err and err.count("\n") == 1
+    assert main(["push", str(built), "--repo-id", "me/x", "--dry-run", "--include", "evil.py"]) == 2
+    (built / "exemplars" / "notes.txt").unlink()
+    argv = ["push", str(built), "--repo-id", "me/x", "--space-id", "me/s", "--include", "evil.py"]
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    listed = {"model": [], "space": []}
+    for line in out.splitlines():
+        if line.startswith("would upload to"):
+            part = "space" if " space " in line else "model"
+        elif line.startswith("  "):
+            listed[part].append(line.split()[0])
+    assert "evil.py" in listed["model"] and "config.json" in listed["model"] and "app.py" in listed["space"]
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    assert main(argv) == 0
+    sent = {kw.get("repo_type", "model"): sorted(op.path_in_repo for op in args[1])
+            for name, args, kw in _RecordingApi.calls if name == "create_commit"}
+    assert sent == {"model": sorted(listed["model"]), "space": sorted(listed["space"])}

@@ -121,7 +121,66 @@ def test_replace_folder_keeps_the_previous_one_until_the_new_is_in_place(tmp_pat
     (new / "state.json").write_text("2")
     replace_folder(new, target)
     assert (target / "state.json").read_text() == "2" and not new.exists()
-    assert not (tmp_path / "ckpt.old").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # the previous one removed, nothing else left
+
+
+@pytest.mark.parametrize("kind", ["dataset", "model"])
+def test_a_sibling_folder_named_like_a_backup_survives_a_rebuild(tmp_path, backbone_dir, kind):
+    """`runs/model.old` and `dsout.old` are the user's: replacing `--out` moved the old output there and then
+    deleted that name, the user's folder included."""
+    if kind == "dataset":
+        spec = make_paired_folder(tmp_path / "data", n=2)
+        out, argv = tmp_path / "dsout", ["data", "build", spec]
+    else:
+        from fixtures import run_pipeline
+
+        run_pipeline(tmp_path, backbone_dir)
+        out = tmp_path / "runs" / "model"
+        argv = ["build", "--backbone", str(backbone_dir), "--sae", str(tmp_path / "sae"), "--dictionary",
+                str(tmp_path / "interp" / "feature_dictionary.json")]
+    for name in (".old", ".tmp", ".old.old"):
+        _user_folder(out.with_name(out.name + name))
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out)]) == 0  # replaces its own output: the previous one goes aside, then away
+    for name in (".old", ".tmp", ".old.old"):
+        assert (out.with_name(out.name + name) / "thesis.tex").read_text() == "three years of work"
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")) == []
+
+
+def test_a_second_job_on_the_same_out_exits_2_while_the_first_runs(tmp_path, capsys):
+    from saerad.outputs import locked_output
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32))
+    run = tmp_path / "run"
+    with locked_output(run):  # the first job, as another process holds it (flock is per open file)
+        assert main(_train_args(tmp_path / "x.npy", run)) == 2
+        err = capsys.readouterr().err
+        assert "another saerad job is writing" in err and str(run) in err and str(os.getpid()) in err
+        assert not run.exists()
+        for argv in (["data", "build", "x", "--out", str(run)], ["evaluate", "--dataset", "x", "--predictions", "x",
+                                                                  "--out", str(run)]):
+            assert main(argv) == 2 and "another saerad job" in capsys.readouterr().err
+    assert main(_train_args(tmp_path / "x.npy", run, "--epochs", "1")) == 0  # released: the job runs
+    assert not [p for p in tmp_path.iterdir() if "lock" in p.name]  # and leaves no lock file behind
+
+
+def test_the_lock_is_held_across_processes_and_released_by_a_kill(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from saerad.outputs import locked_output\n"
+                               f"with locked_output({str(out)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from saerad.outputs import locked_output
+
+        with pytest.raises(FileExistsError, match=f"process {holder.pid}"):
+            with locked_output(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with locked_output(out):  # the killed job's lock went with it
+        pass
 
 
 # Killed jobs ----------------------------------------------------------------------------------------------------
@@ -144,6 +203,14 @@ def test_train_killed_between_the_checkpoint_renames_resumes_from_the_new_checkp
     (run / "checkpoint.old" / "state.json").write_text(json.dumps({**meta, "step": 5}))
     assert main(_train_args(tmp_path / "x.npy", run, "--resume")) == 0
     assert (run / "sae.safetensors").read_bytes() == (tmp_path / "straight" / "sae.safetensors").read_bytes()
+    # the same kill, with the previous checkpoint moved aside under the name saerad now gives it
+    run2 = tmp_path / "run2"
+    assert main(_train_args(tmp_path / "x.npy", run2, "--max-steps", "10", "--checkpoint-every", "5")) == 0
+    shutil.copytree(run2 / "checkpoint", run2 / "checkpoint.tmp")
+    (run2 / "checkpoint.tmp" / "state.json").unlink()  # the new one incomplete: the previous one is put back
+    (run2 / "checkpoint").rename(run2 / ".checkpoint.k3j2x.old")
+    assert main(_train_args(tmp_path / "x.npy", run2, "--resume")) == 0
+    assert (run2 / "sae.safetensors").read_bytes() == (tmp_path / "straight" / "sae.safetensors").read_bytes()
 
 
 def test_train_resume_with_other_embeddings_is_refused(tmp_path, capsys):
@@ -236,7 +303,7 @@ def test_pretrain_sigkilled_after_a_checkpoint_resumes_to_a_whole_backbone(tmp_p
     code = _kill_when(args, lambda: (out / "checkpoint" / "state.json").exists(), env, 0.1)
     assert code == -signal.SIGKILL and not (out / "pretrain.json").exists()
     assert {p.name for p in out.iterdir()} <= {"checkpoint", "checkpoint.tmp", "checkpoint.old", ".tmp"} | {
-        p.name for p in out.glob(".tmp*")}
+        p.name for p in out.glob(".tmp*")} | {p.name for p in out.glob(".checkpoint.*.old")}
     assert main([*args[:6], "8", *args[7:], "--resume"]) == 2  # other --steps: refused, not restarted
     assert main([*args, "--resume"]) == 0
     summary = json.loads((out / "pretrain.json").read_text())

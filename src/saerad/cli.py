@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__
-from .errors import UserError, first_line, loading
+from .errors import OutputConflict, UserError, first_line, loading
 from .options import add_fields, defaults, from_args
 
 # configuration_saerad.POOLINGS, spelled out so that parsing the command line does not import transformers
@@ -45,69 +46,89 @@ def report_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-unfamiliar", choices=("warn", "withhold", "ignore"), default="warn",
                    help="an image unlike the model's training images: report it with a warning on stderr (default), "
                         "withhold its report, or report it as any other")
+    p.add_argument("--overwrite", action="store_true", help="let --heatmap replace files that exist (never an input "
+                                                            "image)")
     p.add_argument("--device", default=defaults(load_model)["device"], help="torch device (cpu, cuda, mps)")
 
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print one report per image."""
-    from .generate import generate, load_model, why_empty
+    """Print one report per image, as each batch is done (the images are never all held at once)."""
+    from .generate import iter_generate, load_model, why_empty
 
+    sheets = _heatmap_paths(args.heatmap, args.images, args.overwrite) if args.heatmap else []  # before any work
     model, processor = load_model(args.model, device=args.device)
     try:
         off = {int(f): 0 for f in args.off.split(",") if f.strip()} if args.off else {}
     except ValueError:
         raise UserError(f"--off takes feature ids separated by commas; got {args.off!r}") from None
-    results = generate(model, processor, args.images, feature_overrides=off or None,
-                       output_localization=bool(args.heatmap), on_unfamiliar=args.on_unfamiliar)
-    _warn_unfamiliar(args.images, results)
-    if args.heatmap:
-        _write_heatmaps(args.heatmap, results)
-    if args.json:
-        payload = [{**{k: v for k, v in result.items() if k != "image"}, "image": image,
-                    "sentences": [{k: v for k, v in s.items() if k != "localization"} for s in result["sentences"]]}
-                   for image, result in zip(args.images, results)]  # the maps go to --heatmap, not the JSON
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    for image, result in zip(args.images, results):
+    results = iter_generate(model, processor, args.images, feature_overrides=off or None,
+                            output_localization=bool(args.heatmap), on_unfamiliar=args.on_unfamiliar)
+    for k, (image, result) in enumerate(zip(args.images, results)):
+        _warn_unfamiliar(image, result, first=k == 0)
+        sheet = _write_heatmap(sheets[k], result) if sheets else None
+        if args.json:  # one JSON list, written an element at a time; the maps go to --heatmap, not the JSON
+            entry = {**{key: v for key, v in result.items() if key != "image"}, "image": image,
+                     "sentences": [{key: v for key, v in s.items() if key != "localization"}
+                                   for s in result["sentences"]], **({"heatmap": str(sheet)} if sheet else {})}
+            sys.stdout.write(("[\n" if k == 0 else ",\n") + json.dumps(entry, indent=2))
+            continue
         print(f"== {image} ==" + (f" (with feature{'s' if len(off) > 1 else ''} {args.off} off)" if off else ""))
         print(result["report"] or why_empty(result))
-        if args.heatmap:
+        if sheet:
+            print(f"  heatmap written to {sheet}")
             findings = [s for s in result["sentences"] if s["report_section"] == "findings"]
-            for k, sentence in enumerate(findings, 1):
-                print(f"  map {k}: {sentence['side'] or 'none'} (features "
+            for n, sentence in enumerate(findings, 1):
+                print(f"  map {n}: {sentence['side'] or 'none'} (features "
                       f"{', '.join(map(str, sentence['feature_ids']))}) {sentence['text']}")
         print()
+    if args.json:
+        sys.stdout.write("\n]\n")
     return 0
 
 
 
-def _warn_unfamiliar(images: Sequence[str], results: list) -> None:
-    """On stderr: each flagged image's warning, or once that the model has no familiarity calibration."""
-    for image, result in zip(images, results):
-        if result["familiarity"]["warning"]:
-            print(f"warning: {image}: {result['familiarity']['warning']}", file=sys.stderr)
-    if results and not results[0]["familiarity"]["available"]:
-        print(f"note: {results[0]['familiarity']['note']}", file=sys.stderr)
+def _warn_unfamiliar(image: str, result: dict, first: bool) -> None:
+    """On stderr, as each report is written: the image's warning when it is flagged, and with the first image, once,
+    that the model has no familiarity calibration."""
+    if result["familiarity"]["warning"]:
+        print(f"warning: {image}: {result['familiarity']['warning']}", file=sys.stderr)
+    if first and not result["familiarity"]["available"]:
+        print(f"note: {result['familiarity']['note']}", file=sys.stderr)
 
 
-def _write_heatmaps(out: str, results: list) -> None:
-    """OUT.png for one image; OUT-1.png, OUT-2.png, ... for several (one tile per FINDINGS sentence)."""
-    import io
+def _heatmap_paths(out: str, images: list, overwrite: bool) -> list:
+    """The file each image's heatmap goes to: OUT.png for one image; OUT-1.png, OUT-2.png, ... for several. An input
+    image is never overwritten, nor any existing file unless `overwrite`; refused before any work."""
     from pathlib import Path
-
-    from .generate import heatmap_sheet
-    from .outputs import atomic_write
 
     path = Path(out)
     if path.suffix.lower() != ".png":
         raise UserError(f"--heatmap writes a PNG; give a file name ending in .png, not {out!r}")
-    for k, result in enumerate(results, 1):
-        target = path if len(results) == 1 else path.with_name(f"{path.stem}-{k}{path.suffix}")
-        buffer = io.BytesIO()
-        heatmap_sheet(result).save(buffer, format="PNG")
-        atomic_write(target, buffer.getvalue())
+    targets = [path] if len(images) == 1 else [path.with_name(f"{path.stem}-{k}{path.suffix}")
+                                               for k in range(1, len(images) + 1)]
+    inputs = {Path(i).resolve() for i in images if isinstance(i, str)}
+    for target in targets:
+        if target.resolve() in inputs or any(target.exists() and Path(i).exists() and target.samefile(i)
+                                             for i in images):
+            raise UserError(f"--heatmap {out}: {target} is one of the input images; name another file")
+        if target.exists() and not overwrite:
+            raise OutputConflict(f"--heatmap {out}: {target} already exists; name another file or pass --overwrite")
+        if target.is_dir() or not target.parent.is_dir():
+            raise UserError(f"--heatmap {out}: cannot write {target} (a folder, or its folder does not exist)")
+    return targets
+
+
+def _write_heatmap(target, result: dict):
+    """One tile per FINDINGS sentence, written through a temporary file; the path written."""
+    import io
+
+    from .generate import heatmap_sheet
+    from .outputs import atomic_write
+
+    buffer = io.BytesIO()
+    heatmap_sheet(result).save(buffer, format="PNG")
+    return atomic_write(target, buffer.getvalue())
 
 
 
@@ -339,8 +360,12 @@ def push_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo-id", help="model repo to create or update (ORG/NAME); needed with model_dir")
     p.add_argument("--space-id", help="also publish the Space that serves the model (ORG/NAME)")
     p.add_argument("--private", action="store_true", help="make the repos private")
-    p.add_argument("--dry-run", action="store_true", help="print the files and settings; send nothing")
+    p.add_argument("--dry-run", action="store_true", help="print exactly the files and settings push would send; "
+                                                          "send nothing")
     p.add_argument("--metrics", metavar="ORG", help="also publish the evaluate metric modules as Spaces ORG/<metric>")
+    p.add_argument("--include", action="append", default=[], metavar="NAME",
+                   help="also upload this file (its path in the folder), which is not part of a saerad model folder "
+                        "or Space; repeat for each (anything else unknown is refused)")
 
 
 
@@ -363,7 +388,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         if args.metrics is None or args.model_dir is not None:
             raise UserError("saerad push needs a model folder and --repo-id ORG/NAME, or --metrics ORG, or both")
         return _push_metrics(args)
-    plan = push(args.model_dir, args.repo_id, space_id=args.space_id, private=args.private, dry_run=args.dry_run)
+    plan = push(args.model_dir, args.repo_id, space_id=args.space_id, private=args.private, dry_run=args.dry_run,
+                include=tuple(args.include))
     staged = plan.get("staged")
     for key in ("model", "space"):
         if key not in plan:
@@ -540,9 +566,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         out = getattr(args, "out", None) or getattr(args, "workdir", None)
         if getattr(args, "out_kind", None) and out:
-            from .outputs import output_folder
+            from .outputs import locked_output, output_folder
 
             output_folder(out, args.out_kind, args.overwrite)  # before any work: refuse, never delete, a user's folder
+            if os.environ.get("RANK", "0") != "0":  # `accelerate launch`: the first process holds the job's lock
+                return args.func(args) or 0
+            with locked_output(out):  # one job per output folder: a second is refused, not interleaved
+                return args.func(args) or 0
         return args.func(args) or 0
     except UserError as err:  # anything else is a bug: it keeps its traceback
         if args.debug:

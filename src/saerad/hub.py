@@ -406,29 +406,68 @@ def write_captions(dataset: Optional[str], dictionary: dict, folder: Path, per_f
     return len(captions)
 
 
+# What `saerad build` writes (besides the remote code): anything else in a folder is pushed only when named.
+MODEL_FILES = ("config.json", "preprocessor_config.json", "feature_dictionary.json", "README.md", "saerad_build.json",
+               "model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors",
+               "generation_config.json", "familiarity.safetensors", f"{THUMBNAILS}/*.png", f"{THUMBNAILS}/{CAPTIONS}")
+
+
+def _files_to_push(folder: Path, allowed: list, include: tuple = (), skip: tuple = ()) -> list[str]:
+    """Every file under `folder` (relative names, sorted), after refusing a symbolic link anywhere in it (its
+    target's contents would be uploaded), anything not a regular file, and files matching no `allowed` pattern
+    unless named in `include`."""
+    import fnmatch
+
+    files, unknown = [], []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in sorted(dirs + names):
+            path = Path(root) / name
+            relative = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                raise UserError(f"{path}: a symbolic link (to {os.readlink(path)}); push uploads no links, since their "
+                                "target's contents would be sent: remove it or copy the file in")
+            if name in names and not path.is_file():
+                raise UserError(f"{path}: not a regular file; push uploads regular files only")
+            if name in names:
+                known = relative in include or any(fnmatch.fnmatchcase(relative, p) for p in allowed)
+                (files if known else unknown).append(relative)
+    if unknown:
+        raise UserError(f"{folder}: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} "
+                        f"({len(unknown)} file{'s' * (len(unknown) > 1)}) not part of a saerad model folder or Space; "
+                        "remove them, or name each with --include NAME to upload it")
+    return sorted(files)
+
+
 def push_plan(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: bool = False,
-              space_dir: Optional[str] = None) -> dict:
-    """What `push` would send: repos, their settings and the exact files."""
+              space_dir: Optional[str] = None, include: tuple = ()) -> dict:
+    """What `push` would send: repos, their settings and the exact files (refused: links, unknown files)."""
+    from .resources import remote_code_files
+
     folder = Path(model_dir)
     if not (folder / "config.json").exists():
         raise MissingInput(f"{model_dir}: not a model folder (no config.json); run `saerad build` first")
+    files = _files_to_push(folder, [*MODEL_FILES, *remote_code_files()], tuple(include))
     plan = {"model": {"repo_id": repo_id, "repo_type": "model", "private": private, "folder": str(folder),
-                      "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())}}
+                      "files": files}}
     if space_id:
-        space = Path(space_dir) if space_dir else resource("spaces")
+        packaged = resource("spaces")
+        space = Path(space_dir) if space_dir else packaged
         if not (space / "app.py").exists():
             raise MissingInput(f"{space}: no Space app.py to push")
+        known = [p.relative_to(packaged).as_posix() for p in packaged.rglob("*") if p.is_file()]
         plan["space"] = {"repo_id": space_id, "repo_type": "space", "space_sdk": "gradio", "private": private,
                          "models": [repo_id], "folder": str(space),
-                         "files": sorted(str(p.relative_to(space)) for p in space.rglob("*")
-                                         if p.is_file() and "__pycache__" not in p.parts)}
+                         "files": _files_to_push(space, known, tuple(include), skip=("__pycache__",))}
     return plan
 
 
 def _stage_space(plan: dict, staged: Optional[str] = None) -> str:
     """A copy of the Space folder whose README metadata points at the model and whose app loads it."""
     staged = staged or tempfile.mkdtemp(prefix="saerad-space-")
-    shutil.copytree(plan["folder"], staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in plan["files"]:  # exactly the planned files, never the folder's whole contents
+        (Path(staged) / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(plan["folder"]) / name, Path(staged) / name)
     readme = Path(staged) / "README.md"
     text = readme.read_text()
     readme.write_text(text.replace("models: []", f"models:\n  - {plan['models'][0]}"))
@@ -453,9 +492,10 @@ def stage(plan: dict, into: Optional[str] = None) -> str:
 
 
 def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: bool = False,
-         dry_run: bool = False, token: Optional[str] = None, space_dir: Optional[str] = None) -> dict:
-    """Create the repos and upload the model folder (and the Space) with huggingface_hub."""
-    plan = push_plan(model_dir, repo_id, space_id, private, space_dir)
+         dry_run: bool = False, token: Optional[str] = None, space_dir: Optional[str] = None,
+         include: tuple = ()) -> dict:
+    """Create the repos and upload exactly the planned files of the model folder (and the Space)."""
+    plan = push_plan(model_dir, repo_id, space_id, private, space_dir, include)
     if dry_run:  # the rewritten files are left where the user can read them
         plan["staged"] = stage(plan)
         return plan
@@ -472,14 +512,12 @@ def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: 
     staged = stage(plan)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=model_dir, repo_id=repo_id, ignore_patterns=["README.md"],
+        api.create_commit(repo_id, _operations(plan["model"], Path(staged) / "model"),
                           commit_message="Upload SAE-Rad model (saerad push)")
-        api.upload_file(path_or_fileobj=str(Path(staged) / "model" / "README.md"), path_in_repo="README.md",
-                        repo_id=repo_id, commit_message="Upload SAE-Rad model card (saerad push)")
         if space_id:
             api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-            api.upload_folder(folder_path=str(Path(staged) / "space"), repo_id=space_id, repo_type="space",
-                              commit_message="Upload SAE-Rad Space (saerad push)")
+            api.create_commit(space_id, _operations(plan["space"], Path(staged) / "space", staged_all=True),
+                              repo_type="space", commit_message="Upload SAE-Rad Space (saerad push)")
     except PermissionError:
         raise
     except Exception as err:  # offline mode, DNS, refused connection, HTTP errors: one sentence for the user
@@ -487,3 +525,11 @@ def push(model_dir: str, repo_id: str, space_id: Optional[str] = None, private: 
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return plan
+
+
+def _operations(part: dict, staged: Path, staged_all: bool = False) -> list:
+    """One upload per planned file (the card, or the whole Space, from its staged rewrite): nothing else is sent."""
+    from huggingface_hub import CommitOperationAdd
+
+    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(
+        (staged if staged_all or name == "README.md" else Path(part["folder"])) / name)) for name in part["files"]]

@@ -59,3 +59,14 @@ def bundled_name(backbone: str) -> Optional[str]:
     if path.is_dir() and path.resolve().parent == _assets().resolve() and (path / "config.json").is_file():
         return f"{BUNDLED}{path.name}"
     return None
+
+
+def remote_code_files() -> dict[str, Path]:
+    """The installed saerad's own remote code by file name (REMOTE_CODE, where `configuration_saerad` is imported
+    from): what `saerad build` copies into a model folder."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("configuration_saerad")
+    if spec is None or not spec.origin:
+        raise FileNotFoundError("saerad's remote code (configuration_saerad.py) is missing; reinstall saerad")
+    return {name: Path(spec.origin).parent / name for name in REMOTE_CODE}
