@@ -23,12 +23,15 @@ CONCURRENCY = int(os.environ.get("SAERAD_CONCURRENCY", "2"))  # requests compute
 QUEUE_SIZE = 512  # requests waiting their turn: they wait rather than being refused
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
 PRIVATE = {"api_visibility": "private"}  # the page's own events; the API is /report and /explain
+# Uploads (a DICOM keeps its PatientName) and the images made from them live in Gradio's cache: every 5 minutes,
+# whatever is older than 10 minutes is deleted, and all of it when the server stops (docs/space.md).
+DELETE_CACHE = (300, 600)
 
 
 def build_demo(model_id: str) -> gr.Blocks:
     """The whole Space around one model: report, features and dictionary tabs, and the /report and /explain API."""
     h = Handlers(Loaded(model_id))
-    with gr.Blocks(title="SAE-Rad") as demo:
+    with gr.Blocks(title="SAE-Rad", delete_cache=DELETE_CACHE) as demo:
         page.header(words.model_info(model_id))
         state, image = gr.State(), gr.State()
         with gr.Tab("Report"):
@@ -38,7 +41,7 @@ def build_demo(model_id: str) -> gr.Blocks:
         with gr.Tab("Dictionary"):
             d = page.dictionary_tab(h.search("", "AUROC"), h.count("", "AUROC"))
         with gr.Row(visible=False):  # the API's own inputs and outputs
-            api_image, api_feature = gr.File(), gr.Number(precision=0)
+            api_image, api_feature = gr.File(), gr.Number()  # no rounding: a fraction is refused, not rounded
             api_text, api_json, api_info, api_overlay = gr.Textbox(), gr.JSON(), gr.JSON(), gr.Image(type="pil")
             api_report_button, api_explain_button = gr.Button("report"), gr.Button("explain")
 

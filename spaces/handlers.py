@@ -9,6 +9,14 @@ import words
 from inference import Loaded, display_image, familiarity_notice, public_report
 
 
+def feature_index(value, d_sae: int) -> int:
+    """A feature id as /explain takes it: an integer in [0, d_sae) (3.5 is not feature 4, nor True feature 1)."""
+    whole = isinstance(value, int) or isinstance(value, float) and value.is_integer()
+    if isinstance(value, bool) or not whole or not 0 <= int(value) < d_sae:
+        raise gr.Error(f"feature id must be an integer in [0, {d_sae}); got {value!r}")
+    return int(value)
+
+
 class Handlers:
     """Upload (preview first, then the report), sentence and feature selection, what-if, search, and the API."""
 
@@ -136,10 +144,8 @@ class Handlers:
 
     def api_explain(self, path, feature_id):
         """One feature on one image: its description, scores, activation, side, exemplars, and its overlay."""
+        fid = feature_index(feature_id, self.loaded.model.config.d_sae)
         image = self.read(path)
-        if feature_id is None or not 0 <= int(feature_id) < self.loaded.model.config.d_sae:
-            raise gr.Error(f"feature id must be in [0, {self.loaded.model.config.d_sae}); got {feature_id}")
-        fid = int(feature_id)
         row = next((r for r in self.loaded.explain(image) if r["feature_id"] == fid), None)
         saliency = self.loaded.feature_map(image, fid)
         f = self.features.get(fid, {})

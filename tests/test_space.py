@@ -97,6 +97,48 @@ def test_explain_endpoint_needs_no_earlier_call(server, tmp_path):
     assert Image.open(overlay).size == (80, 120)  # on the upload, at its own size
 
 
+def test_explain_refuses_a_feature_id_that_is_not_an_integer(server, tmp_path):
+    from gradio_client import handle_file
+
+    demo, client, _ = server
+    image = handle_file(str(xray(tmp_path / "a.png")))
+    for bad in (3.5, True, -1, 64, "3"):
+        with pytest.raises(Exception, match="feature id must be an integer"):
+            client.predict(image, bad, api_name="/explain")
+    assert client.predict(image, 3.0, api_name="/explain")[0]["feature_id"] == 3
+    assert demo.delete_cache == app.DELETE_CACHE and app.DELETE_CACHE[1] <= 3600  # uploads do not stay
+
+
+def test_serve_does_not_import_a_model_folders_unknown_code_without_trust_remote_code(space_model, tmp_path):
+    import json
+    import shutil
+
+    from saerad.cli import main
+
+    marker = tmp_path / "ran"
+    variants = {}
+    for name in ("evil-module", "edited-modeling", "other-repo", "subfolder"):
+        folder = tmp_path / name
+        shutil.copytree(space_model, folder)
+        variants[name] = folder
+    config = json.loads((space_model / "config.json").read_text())
+    (variants["evil-module"] / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (variants["evil-module"] / "config.json").write_text(json.dumps(
+        {**config, "auto_map": {**config["auto_map"], "AutoModel": "evil.SAERadModel"}}))
+    with open(variants["edited-modeling"] / "modeling_saerad.py", "a") as f:
+        f.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    (variants["other-repo"] / "preprocessor_config.json").write_text(json.dumps(
+        {"auto_map": {"AutoImageProcessor": "someone/else--proc.P"}}))
+    (variants["subfolder"] / "pkg").mkdir()
+    (variants["subfolder"] / "pkg" / "modeling_saerad.py").write_text("import os\n")
+    for name, folder in variants.items():
+        assert main(["serve", "--model", str(folder)]) == 2, name
+        assert not marker.exists() and "saerad_space_app" not in sys.modules, name
+    from saerad.generate import check_remote_code
+
+    check_remote_code(str(space_model))  # saerad's own remote code: served without asking
+
+
 def test_bad_uploads_fail_in_a_sentence_naming_the_file(server, tmp_path):
     from gradio_client import handle_file
 

@@ -412,6 +412,8 @@ def serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model folder or hub id")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model's own code even when it is not this saerad's remote code (read it first)")
 
 
 
@@ -419,8 +421,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the Space's app locally, exactly as the Hub runs it."""
     import importlib.util
 
+    from .generate import check_remote_code
     from .resources import resource
 
+    if not args.trust_remote_code:  # the Space loads with trust_remote_code=True: only saerad's own code, unasked
+        check_remote_code(args.model)
     folder = resource("spaces")
     sys.path.insert(0, str(folder))  # the app imports its sibling inference.py, as on the Hub
     spec = importlib.util.spec_from_file_location("saerad_space_app", folder / "app.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from composition_saerad import why_empty  # noqa: F401  (the remote code's, re-exported for the CLI and the demo)
@@ -42,6 +43,50 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
     except OSError as err:
         raise UserError(f"{path_or_id}: cannot load the model ({first_line(err)})") from None
     return model, processor
+
+
+def check_remote_code(path_or_id: str) -> None:
+    """Refuse a model whose code is not the installed saerad's own remote code: every `.py` file of the folder (or
+    hub repo) must be byte-identical to the installed `*_saerad.py` of its name, and every `auto_map` must name one
+    of them (not another repo's). `saerad serve` loads with `trust_remote_code=True` only after this check, or when
+    the user passes --trust-remote-code."""
+    from .resources import remote_code_files
+
+    folder = Path(path_or_id)
+    if not folder.is_dir():
+        if not REPO_ID.match(path_or_id):
+            raise MissingInput(f"{path_or_id}: no such model folder, and not a hub repo id (ORG/NAME)")
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(path_or_id, allow_patterns=["*.py", "*.json"]))
+        except Exception as err:  # offline, no such repo, no access: one line
+            raise UserError(f"{path_or_id}: cannot read the model's code to check it ({first_line(err)})") from None
+    ours = {name: path.read_bytes() for name, path in remote_code_files().items()}
+    foreign = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.py")
+                     if p.is_symlink() or ours.get(p.name) != p.read_bytes() or p.parent != folder)
+    for config in sorted(folder.glob("*.json")):
+        foreign += [f"{config.name}: {ref}" for ref in _auto_map_modules(config) if f"{ref}.py" not in ours]
+    if foreign:
+        raise UserError(f"{path_or_id}: its code is not this saerad's own remote code ({', '.join(foreign[:4])}); "
+                        "`saerad serve` runs a model's code only with --trust-remote-code (read that code first)")
+
+
+def _auto_map_modules(config: Path) -> list:
+    """The modules a JSON file's `auto_map` names (`module.Class`, or `repo--module.Class` kept whole)."""
+    import json
+
+    if config.stat().st_size > 1 << 20:
+        return [f"(a {config.stat().st_size}-byte file)"]
+    try:
+        data = json.loads(config.read_bytes())
+    except (ValueError, RecursionError):
+        return []  # not a config transformers can read either
+    auto_map = data.get("auto_map") if isinstance(data, dict) else None
+    if not isinstance(auto_map, dict):
+        return [] if auto_map is None else ["(an auto_map that is not an object)"]
+    refs = [v for value in auto_map.values() for v in (value if isinstance(value, list) else [value]) if v]
+    return [ref.rsplit(".", 1)[0] if isinstance(ref, str) and "--" not in ref else str(ref) for ref in refs]
 
 
 def generate(model: Any, processor: Any, images: Sequence[ImageSource], batch_size: int = 8,
