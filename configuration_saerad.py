@@ -1,6 +1,8 @@
 # Copyright 2026 The saerad authors. Licensed under the Apache License, Version 2.0.
 """SAE-Rad configuration: a frozen vision backbone, a sparse autoencoder and a report composer."""
 
+import math
+import re
 from typing import Optional, Union
 
 from transformers import AutoConfig, PretrainedConfig
@@ -8,6 +10,18 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 SAERAD_VERSION = "0.1.0"
 POOLINGS = ("cls", "mean", "cls_mean", "max")
+MAX_TEXT_CHARS = 2000  # a description's limit in the feature dictionary: normal_impression is one more sentence
+MAX_SAE_WEIGHTS = 1 << 28  # d_in x d_sae per matrix (1 GiB in float32): RAD-DINO x64 is 3.8e7; a config is no bomb
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # also refused in descriptions: no ANSI escapes, no NUL
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    """A finite number (not a bool): inf and NaN settings gave empty reports with no reason."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 SAE_ARCHITECTURES = ("gated", "topk", "jumprelu", "relu")
 
 # RAD-DINO (microsoft/rad-dino) is a DINOv2 ViT-B/14 at 518 px.
@@ -53,14 +67,14 @@ class SAERadConfig(PretrainedConfig):
             SAE inference form: `"gated"` (the paper's hybrid gated SAE), `"topk"`, `"jumprelu"` (also the inference
             form of BatchTopK) or `"relu"`.
         d_sae (`int`, *optional*):
-            Number of SAE features. Defaults to `d_in * expansion_factor`.
+            Number of SAE features. Defaults to `d_in * expansion_factor`; `d_in * d_sae` is at most 2**28.
         expansion_factor (`int`, *optional*, defaults to 64):
             Dictionary size as a multiple of `d_in`, used when `d_sae` is not given.
         k (`int`, *optional*, defaults to 15):
             Number of active features per image for the `"topk"` architecture; ignored by the others.
         input_scale (`float`, *optional*, defaults to 1.0):
             Factor applied to the pooled embedding (after centring) before the SAE, fixed at build time so that
-            inference needs no outside statistics.
+            inference needs no outside statistics. A finite positive number.
         center_inputs (`bool`, *optional*, defaults to `False`):
             Whether the SAE input is centred by a stored mean (the parameter `sae.input_mean`) before scaling.
         min_activation (`float`, *optional*, defaults to 0.0):
@@ -70,7 +84,8 @@ class SAERadConfig(PretrainedConfig):
         min_feature_score (`float`, *optional*):
             When set, features whose interpretability score is below it (or unknown) are skipped by the composer.
         normal_impression (`str`, *optional*, defaults to `"No acute cardiopulmonary abnormality."`):
-            The impression written when the active features state no positive or uncertain finding.
+            The impression written when the active features state no positive or uncertain finding: plain text of at
+            most 2,000 characters, without control characters.
         saerad_version (`str`, *optional*, defaults to the installed version):
             Version of saerad that wrote the config.
 
@@ -137,35 +152,40 @@ class SAERadConfig(PretrainedConfig):
         if sae_architecture not in SAE_ARCHITECTURES:
             raise ValueError(f"sae_architecture must be one of {SAE_ARCHITECTURES}; got {sae_architecture!r}")
         self.sae_architecture = sae_architecture
-        if not isinstance(expansion_factor, int) or expansion_factor < 1:
+        if not _whole(expansion_factor) or expansion_factor < 1:
             raise ValueError(f"expansion_factor must be a positive integer; got {expansion_factor!r}")
         self.expansion_factor = expansion_factor
         if d_sae is None:
             d_sae = self.d_in * expansion_factor
-        if not isinstance(d_sae, int) or d_sae < 1:
+        if not _whole(d_sae) or d_sae < 1:
             raise ValueError(f"d_sae must be a positive integer; got {d_sae!r}")
+        if self.d_in * d_sae > MAX_SAE_WEIGHTS:
+            raise ValueError(f"d_sae={d_sae} with d_in={self.d_in} makes {self.d_in * d_sae} weights per SAE matrix; "
+                             f"the limit is {MAX_SAE_WEIGHTS}")
         self.d_sae = d_sae
-        if not isinstance(k, int) or k < 1 or (sae_architecture == "topk" and k > d_sae):
+        if not _whole(k) or k < 1 or (sae_architecture == "topk" and k > d_sae):
             raise ValueError(f"k must be an integer in [1, d_sae={d_sae}]; got {k!r}")
         self.k = k
 
-        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not input_scale > 0:
-            raise ValueError(f"input_scale must be positive; got {input_scale!r}")
+        if not _real(input_scale) or not input_scale > 0:
+            raise ValueError(f"input_scale must be a finite positive number; got {input_scale!r}")
         self.input_scale = float(input_scale)
         self.center_inputs = bool(center_inputs)
 
-        if isinstance(min_activation, bool) or not isinstance(min_activation, (int, float)) or not min_activation >= 0:
-            raise ValueError(f"min_activation must be a number >= 0; got {min_activation!r}")
+        if not _real(min_activation) or not min_activation >= 0:
+            raise ValueError(f"min_activation must be a finite number >= 0; got {min_activation!r}")
         self.min_activation = float(min_activation)
-        if not isinstance(max_report_features, int) or max_report_features < 1:
+        if not _whole(max_report_features) or max_report_features < 1:
             raise ValueError(f"max_report_features must be a positive integer; got {max_report_features!r}")
         self.max_report_features = max_report_features
-        if min_feature_score is not None and (isinstance(min_feature_score, bool)
-                                              or not isinstance(min_feature_score, (int, float))):
-            raise ValueError(f"min_feature_score must be a number or null; got {min_feature_score!r}")
+        if min_feature_score is not None and not _real(min_feature_score):
+            raise ValueError(f"min_feature_score must be a finite number or null; got {min_feature_score!r}")
         self.min_feature_score = None if min_feature_score is None else float(min_feature_score)
         if not isinstance(normal_impression, str):
             raise ValueError(f"normal_impression must be a string; got {type(normal_impression).__name__}")
+        if len(normal_impression) > MAX_TEXT_CHARS or _CONTROL.search(normal_impression):
+            raise ValueError(f"normal_impression must be at most {MAX_TEXT_CHARS} characters of plain text (no control "
+                             f"characters or escape sequences); got {len(normal_impression)} characters")
         self.normal_impression = normal_impression
         self.saerad_version = saerad_version
         super().__init__(**kwargs)

@@ -63,16 +63,20 @@ def model_dir(tmp_path, model):
     return path
 
 
-@pytest.fixture
-def backbone_dir(tmp_path):
-    """A tiny random Dinov2 backbone with its image processor, saved like a hub folder."""
+def tiny_backbone(path, seed=0):
+    """A tiny random Dinov2 backbone with its image processor, saved like a hub folder at `path`."""
     from transformers import Dinov2Config, Dinov2Model
 
     from image_processing_saerad import default_image_processor
 
     config = Dinov2Config(**{k: v for k, v in TINY_VISION.items() if k != "model_type"})
-    torch.manual_seed(0)
-    path = tmp_path / "backbone"
+    torch.manual_seed(seed)
     Dinov2Model(config).save_pretrained(path)
     default_image_processor(config).save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def backbone_dir(tmp_path):
+    """A tiny random Dinov2 backbone with its image processor, saved like a hub folder."""
+    return tiny_backbone(tmp_path / "backbone")

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from imaging import gradient, write_dicom, write_png
+from imaging import dicom_variant, gradient, write_deflated_dicom, write_dicom, write_png
 
 
 @dataclass
@@ -86,6 +86,44 @@ def _png_bytes(pixels: np.ndarray, fmt: str = "PNG", mode: str = None) -> bytes:
     return buffer.getvalue()
 
 
+def _voi_lut_short(ds) -> None:
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 16])  # LUTDescriptor: 4096 entries
+    item.add_new(0x00283006, "US", list(range(100)))  # LUTData: 100 of them
+    ds.VOILUTSequence = [item]
+
+
+def _palette(ds) -> None:
+    """PALETTE COLOR: 8-bit indices into a grey ramp stored in the red, green and blue tables."""
+    indices = (gradient(96, 80, 255, np.uint16) // 1).astype(np.uint8)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = indices.tobytes()
+    ramp = [int(v) for v in np.linspace(65535, 0, 256)]  # inverted: the palette, not the indices, gives the picture
+    for colour in ("Red", "Green", "Blue"):
+        ds.add_new(f"{colour}PaletteColorLookupTableDescriptor", "US", [256, 0, 16])
+        ds.add_new(f"{colour}PaletteColorLookupTableData", "OW", np.array(ramp, np.uint16).tobytes())
+
+
+def _private(size: int) -> Callable:
+    def change(ds) -> None:
+        ds.add_new(0x00091010, "OB", bytes(size))
+    return change
+
+
+def _other_format(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(gradient(96, 80)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+# An EPS whose PostScript would touch a file if Ghostscript ever rendered it.
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 96 80\n"
+       b"(/tmp/saerad-hostile-eps-ran) (w) file closefile\n0 0 moveto 96 80 lineto stroke\nshowpage\n%%EOF\n")
+
+
 def image_cases() -> list[Case]:
     ramp = gradient(96, 80)
     png = _png_bytes(ramp)
@@ -116,6 +154,28 @@ def image_cases() -> list[Case]:
         Case("image", "a FIFO", _at("pipe.png", _fifo), False, "not a regular file"),
         Case("image", "a folder", lambda f: (f / "dir.png").mkdir() or f / "dir.png", False, "folder"),
         Case("image", "a missing path", lambda f: f / "missing.png", False, "no such file"),
+        Case("image", "JPEG named .png (the bytes decide)", _write(_png_bytes(ramp, "JPEG")), True),
+        Case("image", "EPS named .png", _write(EPS), False, "not an image"),
+        Case("image", "TIFF named .png", _write(_other_format("TIFF")), False, "not an image"),
+        Case("image", "BMP named .png", _write(_other_format("BMP")), False, "not an image"),
+        Case("image", "GIF named .png", _write(_other_format("GIF")), False, "not an image"),
+        Case("image", "WebP named .jpg", _write(_other_format("WEBP"), ".jpg"), False, "not an image"),
+        Case("image", "deflated DICOM", _at("deflated.dcm", write_deflated_dicom), True),
+        Case("image", "deflate bomb: 64x64 declared, 300 MB inflated", _at("bomb.dcm", lambda p: write_deflated_dicom(
+            p, pixel_bytes=300 << 20)), False, "inflates past"),
+        Case("image", "deflated DICOM with a 40 MB private element", _at("private.dcm", lambda p: write_deflated_dicom(
+            p, private_bytes=40 << 20)), False, "elements other than the pixel data"),
+        Case("image", "DICOM with a 20 MB private element", _at("private2.dcm", lambda p: dicom_variant(
+            p, _private(20 << 20))), False, "elements other than the pixel data"),
+        Case("image", "DICOM whose pixel data is doubled", _at("double.dcm", lambda p: dicom_variant(
+            p, lambda ds: setattr(ds, "PixelData", ds.PixelData * 2))), False, "declare"),
+        Case("image", "DICOM with 2 MB of excess pixel data", _at("excess.dcm", lambda p: dicom_variant(
+            p, lambda ds: setattr(ds, "PixelData", ds.PixelData + bytes(2 << 20)))), False, "declare"),
+        Case("image", "DICOM with a VOI LUT shorter than its descriptor", _at("voi.dcm", lambda p: dicom_variant(
+            p, _voi_lut_short)), False, "VOI LUT holds"),
+        Case("image", "DICOM with WindowWidth 0", _at("ww0.dcm", lambda p: write_dicom(
+            p, gradient(96, 80, 4095, np.uint16), window=(2000, 0))), False, "WindowWidth"),
+        Case("image", "DICOM PALETTE COLOR", _at("palette.dcm", lambda p: dicom_variant(p, _palette)), True),
     ]
 
 
@@ -247,6 +307,14 @@ def _config(**changes) -> Callable[[Path], None]:
     return change
 
 
+def _processor(**changes) -> Callable[[Path], None]:
+    def change(root: Path) -> None:
+        settings = json.loads((root / "preprocessor_config.json").read_text())
+        settings.update(changes)
+        (root / "preprocessor_config.json").write_text(json.dumps({k: v for k, v in settings.items() if v is not None}))
+    return change
+
+
 def model_cases() -> list[Case]:
     return [
         Case("model", "valid", _model_folder(lambda root: None), True),
@@ -255,14 +323,225 @@ def model_cases() -> list[Case]:
         Case("model", "d_sae disagrees with the weights", _model_folder(_config(d_sae=128)), False,
              "do not fit config.json"),
         Case("model", "input_scale \"big\"", _model_folder(_config(input_scale="big")), False, "input_scale"),
+        Case("model", "preprocessor shortest_edge 60000", _model_folder(_processor(size={"shortest_edge": 60000})),
+             False, "the limit is"),
+        Case("model", "preprocessor crop_size 40000x40000", _model_folder(_processor(
+            crop_size={"height": 40000, "width": 40000})), False, "the limit is"),
+        Case("model", "a plain BitImageProcessor with shortest_edge 60000", _model_folder(_processor(
+            size={"shortest_edge": 60000}, image_processor_type="BitImageProcessor", auto_map=None)), False,
+             "the limit is"),
+        Case("model", "normal_impression of 5 MB", _model_folder(_config(normal_impression="No. " * 1_250_000)),
+             False, "normal_impression"),
+        Case("model", "normal_impression with an ANSI escape", _model_folder(_config(
+            normal_impression="\x1b[2J\x1b[31mNormal.")), False, "normal_impression"),
+        Case("model", "input_scale Infinity", _model_folder(_config(input_scale=float("inf"))), False, "input_scale"),
+        Case("model", "input_scale NaN", _model_folder(_config(input_scale=float("nan"))), False, "input_scale"),
+        Case("model", "min_activation Infinity", _model_folder(_config(min_activation=float("inf"))), False,
+             "min_activation"),
+        Case("model", "d_sae 10^9 (terabytes of weights)", _model_folder(_config(d_sae=10**9)), False, "d_sae"),
         Case("model", "feature dictionary not UTF-8", _model_folder(
             lambda root: (root / "feature_dictionary.json").write_bytes(b'{"schema_version": 1, "\xff": 1}')),
              False, "not UTF-8"),
     ]
 
 
+# Shared inputs of the toolkit's cases (a dataset, embeddings, an SAE, a dictionary, a backbone), made once by
+# run_corpus: a case copies what it needs into its own folder and spoils one thing.
+SHARED: dict = {}
+
+
+def _jsonl_cases(kind: str, valid: Callable[[], list]) -> list[Case]:
+    """One family for every JSONL the user hands a command (`evaluate --predictions`, `interpret --reports`)."""
+    def lines(records) -> Callable[[Path], Path]:
+        def make(folder: Path) -> Path:
+            path = folder / f"{kind}.jsonl"
+            rows = records() if callable(records) else records
+            path.write_bytes(b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows))
+            return path
+        return make
+
+    def spoiled(first) -> Callable[[Path], Path]:
+        return lines(lambda: [first, *valid()[1:]])
+
+    def raw(data: bytes) -> Callable[[Path], Path]:
+        return _at(f"{kind}.jsonl", lambda p: p.write_bytes(data) or p)
+
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in valid())
+    return [
+        Case(kind, "valid", lines(valid), True),
+        Case(kind, "valid, UTF-8 with a byte-order mark", raw(b"\xef\xbb\xbf" + text.encode()), True),
+        Case(kind, "binary", raw(bytes(range(256)) * 4), False, "not UTF-8"),
+        Case(kind, "Latin-1 text", raw(text.replace("finding", "épanchement").encode("latin-1")), False, "not UTF-8"),
+        Case(kind, "cp1252 quotes", raw(text.replace("finding", "\u201cfinding\u201d").encode("cp1252")), False,
+             "not UTF-8"),
+        Case(kind, "UTF-16", raw(text.encode("utf-16")), False, "UTF-16"),
+        Case(kind, "a line that is an array", spoiled(["r0", "x"]), False, "JSON object"),
+        Case(kind, "a line that is a number", spoiled(7), False, "JSON object"),
+        Case(kind, "a line that is a string", spoiled("r0"), False, "JSON object"),
+        Case(kind, "100k-deep nesting", spoiled(b"[" * 100_000 + b"]" * 100_000), False, "nested too deeply"),
+        Case(kind, "not JSON", spoiled(b"{id: r0"), False, "not valid JSON"),
+        Case(kind, "report NaN", spoiled(b'{"id": "r0", "findings": NaN}'), False, "must be a string"),
+        Case(kind, "report a number", spoiled({"id": "r0", "findings": 3}), False, "must be a string"),
+        Case(kind, "report a bool", spoiled({"id": "r0", "findings": True}), False, "must be a string"),
+        Case(kind, "report a list", spoiled({"id": "r0", "findings": ["a"]}), False, "must be a string"),
+        Case(kind, "report an object", spoiled({"id": "r0", "findings": {"a": 1}}), False, "must be a string"),
+        Case(kind, "id a bool", spoiled({"id": True, "findings": "x"}), False, "'id' must be"),
+        Case(kind, "id a list", spoiled({"id": ["r0"], "findings": "x"}), False, "'id' must be"),
+        Case(kind, "duplicate ids", lines(lambda: [*valid(), valid()[0]]), False, "already given on line 1"),
+        Case(kind, "a missing file", lambda f: f / "missing.jsonl", False, "no such file"),
+        Case(kind, "a folder", lambda f: (f / "dir.jsonl").mkdir() or f / "dir.jsonl", False, "is a folder"),
+    ]
+
+
+def prediction_cases() -> list[Case]:
+    return _jsonl_cases("predictions", lambda: [{"id": i, "findings": f"Made-up finding {i}."}
+                                                for i in SHARED["test_ids"]])
+
+
+def report_cases() -> list[Case]:
+    return _jsonl_cases("reports", lambda: [{"id": i, "findings": f"Made-up finding {i}."}
+                                            for i in SHARED["train_ids"]])
+
+
+def _npy(array_or_bytes, name: str = "x.npy") -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / name
+        if isinstance(array_or_bytes, bytes):
+            path.write_bytes(array_or_bytes)
+        else:
+            np.save(path, array_or_bytes(), allow_pickle=True)
+        return path
+    return make
+
+
+def _npz_as_npy(folder: Path) -> Path:
+    np.savez(folder / "x.npz", x=_rows())
+    return (folder / "x.npz").rename(folder / "x.npy")
+
+
+def _manifest(change: Callable[[dict], object]) -> Callable[[Path], Path]:
+    """A copy of the shared embedding cache whose manifest is spoiled by `change` (its return value written, if any)."""
+    def make(folder: Path) -> Path:
+        import shutil
+
+        root = folder / "emb"
+        shutil.copytree(SHARED["emb"], root)
+        manifest = json.loads((root / "manifest.json").read_text())
+        out = change(manifest)
+        data = out if isinstance(out, bytes) else json.dumps(manifest if out is None else out).encode()
+        (root / "manifest.json").write_bytes(data)
+        return root
+    return make
+
+
+def _rows(n: int = 64, d: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+
+
+def embedding_cases() -> list[Case]:
+    structured = lambda: np.zeros(64, dtype=[("a", "f4"), ("b", "f4")])  # noqa: E731
+    return [
+        Case("embeddings", "valid .npy", _npy(_rows), True),
+        Case("embeddings", "big-endian float32 (read as such)", _npy(lambda: _rows().astype(">f4")), True),
+        Case("embeddings", "int16 rows (read as floats)", _npy(lambda: (_rows() * 100).astype(np.int16)), True),
+        Case("embeddings", "valid cache folder", _manifest(lambda m: None), True),
+        Case("embeddings", "zero rows", _npy(lambda: np.zeros((0, 8), np.float32)), False, "no embeddings"),
+        Case("embeddings", "one row", _npy(lambda: _rows(1)), False, "at least 2"),
+        Case("embeddings", "constant rows", _npy(lambda: np.ones((64, 8), np.float32)), False, "identical"),
+        Case("embeddings", "all-zero rows", _npy(lambda: np.zeros((64, 8), np.float32)), False, "identical"),
+        Case("embeddings", "1e30 values", _npy(lambda: _rows() * 1e30), False, "overflow"),
+        Case("embeddings", "NaN values", _npy(lambda: np.where(_rows() > 2, np.nan, _rows())), False, "NaN"),
+        Case("embeddings", "complex", _npy(lambda: _rows().astype(np.complex64)), False, "not a real number"),
+        Case("embeddings", "structured", _npy(structured), False, "not a real number"),
+        Case("embeddings", "bool", _npy(lambda: _rows() > 0), False, "not a real number"),
+        Case("embeddings", "strings", _npy(lambda: np.array([["a"] * 8] * 64)), False, "not a real number"),
+        Case("embeddings", "object (pickled)", _npy(lambda: np.array([[object()] * 8] * 64, dtype=object)), False,
+             "not a readable .npy"),
+        Case("embeddings", "text named .npy", _npy(b"0.1 0.2\n0.3 0.4\n"), False, "not a readable .npy"),
+        Case("embeddings", "an .npz named .npy", _npz_as_npy, False, ".npz archive"),
+        Case("embeddings", "1-D", _npy(lambda: _rows().ravel()), False, "2-D"),
+        Case("embeddings", "manifest not JSON", _manifest(lambda m: b"{shards: ["), False, "not valid JSON"),
+        Case("embeddings", "manifest a list", _manifest(lambda m: [m]), False, "must be a JSON object"),
+        Case("embeddings", "manifest without shards", _manifest(lambda m: m.pop("shards") and None), False,
+             "'shards'"),
+        Case("embeddings", "manifest complete \"no\"", _manifest(lambda m: m.update(complete="no")), False,
+             "'complete'"),
+        Case("embeddings", "manifest ids fewer than rows", _manifest(lambda m: m.update(ids=m["ids"][:-3])), False,
+             "ids for"),
+        Case("embeddings", "manifest lists a shard twice", _manifest(lambda m: m.update(
+            shards=m["shards"] + [{**m["shards"][-1], "rows": [m["shards"][-1]["rows"][1], len(m["ids"]) + 4]}],
+            ids=m["ids"] + ["x1", "x2", "x3", "x4"])), False, "listed twice"),
+        Case("embeddings", "manifest shard outside the folder", _manifest(lambda m: m["shards"][0].update(
+            file="../../emb/shard-00000.safetensors")), False, "not the next file"),
+        Case("embeddings", "manifest rows that disagree with the shard", _manifest(lambda m: m.update(
+            shards=[{**m["shards"][0], "rows": [0, len(m["ids"]) - 1]}], ids=m["ids"][:-1])), False, "rows"),
+        Case("embeddings", "a missing file", lambda f: f / "missing.npy", False, "no such file"),
+    ]
+
+
+def _build_inputs(folder: Path, spoil: Callable[[Path], Path]) -> Callable[[Path], Path]:
+    """Copies of the shared SAE, dictionary and results in `folder`; `spoil(folder)` breaks one, returns its path."""
+    import shutil
+
+    shutil.copytree(SHARED["sae"], folder / "sae")
+    shutil.copy(SHARED["dictionary"], folder / "feature_dictionary.json")
+    (folder / "results.json").write_text(json.dumps(SHARED["results"]))
+    return spoil(folder)
+
+
+def _spoil(name: str, data) -> Callable[[Path], Path]:
+    def spoil(folder: Path) -> Path:
+        path = folder / name
+        path.write_bytes(data if isinstance(data, bytes) else json.dumps(data).encode())
+        return path
+    return spoil
+
+
+def _linked_weights(folder: Path) -> Path:
+    (folder / "sae" / "sae.safetensors").unlink()
+    (folder / "sae" / "sae.safetensors").symlink_to("/etc/passwd")
+    return folder / "sae" / "sae.safetensors"
+
+
+def _other_backbone(folder: Path) -> Path:
+    """A backbone of the same shape with other weights (phantom-dino for an SAE from phantom-resnet, in miniature)."""
+    from conftest import tiny_backbone
+
+    return tiny_backbone(folder / "other-backbone", seed=1)
+
+
+def build_cases() -> list[Case]:
+    results = lambda **c: {**SHARED["results"], **c}  # noqa: E731
+    return [
+        Case("build", "valid", lambda f: _build_inputs(f, lambda g: g / "sae"), True),
+        Case("build", "sae.safetensors a link to a system file", lambda f: _build_inputs(f, _linked_weights), False,
+             "not a readable safetensors"),
+        Case("build", "sae_config.json a list", lambda f: _build_inputs(f, _spoil("sae/sae_config.json", [1])),
+             False, "must be a JSON object"),
+        Case("build", "sae_config.json without d_in", lambda f: _build_inputs(f, _spoil(
+            "sae/sae_config.json", {"architecture": "topk", "d_sae": 16})), False, "expected d_in"),
+        Case("build", "dictionary not JSON", lambda f: _build_inputs(f, _spoil("feature_dictionary.json", b"{x")),
+             False, "not valid JSON"),
+        Case("build", "dictionary a list", lambda f: _build_inputs(f, _spoil("feature_dictionary.json", [{}])),
+             False, "must be a JSON object"),
+        Case("build", "dictionary Latin-1", lambda f: _build_inputs(f, _spoil("feature_dictionary.json",
+                                                                               b'{"\xe9": 1}')), False, "not UTF-8"),
+        Case("build", "results not JSON", lambda f: _build_inputs(f, _spoil("results.json", b"<html>")), False,
+             "not valid JSON"),
+        Case("build", "results a list", lambda f: _build_inputs(f, _spoil("results.json", [])), False,
+             "must be a JSON object"),
+        Case("build", "results without systems", lambda f: _build_inputs(f, _spoil("results.json", results(
+            systems=None))), False, "not the results.json"),
+        Case("build", "results with a metric that is text", lambda f: _build_inputs(f, _spoil("results.json", results(
+            systems={"sae-rad": {"bleu_4": {"value": "high"}}}))), False, "not the results.json"),
+        Case("build", "an SAE trained on another backbone's embeddings", lambda f: _build_inputs(f, _other_backbone),
+             False, "not the backbone"),
+    ]
+
+
 def all_cases() -> list[Case]:
-    return image_cases() + dictionary_cases() + metadata_cases() + model_cases()
+    return (image_cases() + dictionary_cases() + metadata_cases() + model_cases() + prediction_cases()
+            + report_cases() + embedding_cases() + build_cases())
 
 
 # Entry points ----------------------------------------------------------------------------------------------------
@@ -297,7 +576,8 @@ def entry_points(case: Case, path: Path, model_dir: Path) -> dict:
         processor = SAERadImageProcessor.from_pretrained(model_dir)
         out = {"load_image (Python API)": _api(lambda: load_image(path)),
                "saerad report (CLI)": _cli(["report", str(path), "--model", str(model_dir)])}
-        if path.is_file() and path.stat().st_size and not path.name.endswith(".dcm"):
+        png_or_jpeg = path.is_file() and path.read_bytes()[:3] in (b"\x89PN", b"\xff\xd8\xff")
+        if png_or_jpeg and path.is_file() and path.stat().st_size:
             try:  # what a Hub user hands the processor: a PIL image opened without saerad's loader
                 with Image.open(path) as image:
                     image = image.copy() if image.size[0] * image.size[1] < 10**8 else image
@@ -321,10 +601,82 @@ def entry_points(case: Case, path: Path, model_dir: Path) -> dict:
         return {"load_spec (Python API)": _api(lambda: load_spec(f"imagefolder:{path}")),
                 "saerad data build (CLI)": _cli(["data", "build", f"imagefolder:{path}", "--out",
                                                  str(path.parent / "built")])}
-    from saerad.generate import load_model
+    if case.kind == "model":
+        from saerad.generate import load_model
 
-    return {"load_model (Python API)": _api(lambda: load_model(str(path))),
-            "saerad report (CLI)": _cli(["report", str(_first_image(model_dir)), "--model", str(path)])}
+        return {"load_model (Python API)": _api(lambda: load_model(str(path))),
+                "saerad report (CLI)": _cli(["report", str(_first_image(model_dir)), "--model", str(path)])}
+    return TOOLKIT_ENTRIES[case.kind](path)
+
+
+def _predictions_entries(path: Path) -> dict:
+    from saerad.evaluation.runner import read_predictions
+
+    return {"read_predictions (Python API)": _api(lambda: read_predictions(str(path))),
+            "saerad evaluate --predictions (CLI)": _cli(["evaluate", "--dataset", SHARED["spec"], "--predictions",
+                                                         str(path), "--baselines", "", "--n-resamples", "10"])}
+
+
+def _reports_entries(path: Path) -> dict:
+    from saerad.interpret import read_reports
+
+    return {"read_reports (Python API)": _api(lambda: read_reports(str(path), SHARED["train_ids"])),
+            "saerad interpret --reports (CLI)": _cli(["interpret", "--sae", str(SHARED["sae"]), "--embeddings",
+                                                      str(SHARED["emb"]), "--reports", str(path), "--out",
+                                                      str(path.parent / "interp")])}
+
+
+TRAIN = ["--architecture", "topk", "--k", "2", "--expansion-factor", "2", "--epochs", "1", "--batch-size", "8"]
+
+
+def _embeddings_entries(path: Path) -> dict:
+    from saerad.configs import TrainConfig
+    from saerad.sae import train
+
+    config = TrainConfig(architecture="topk", k=2, expansion_factor=2, epochs=1, batch_size=8)
+    return {"saerad.sae.train (Python API)": _api(lambda: train(str(path), str(path.parent / "api-sae"), config)),
+            "saerad train (CLI)": _cli(["train", "--embeddings", str(path), "--out", str(path.parent / "cli-sae"),
+                                        *TRAIN])}
+
+
+def _build_entries(path: Path) -> dict:
+    from saerad.hub import build
+
+    folder = next(p for p in (path.parent, path.parent.parent) if (p / "results.json").exists())
+    backbone = str(path if path.name == "other-backbone" else SHARED["backbone"])
+    inputs = {"sae": str(folder / "sae"), "dictionary": str(folder / "feature_dictionary.json"),
+              "results": str(folder / "results.json")}
+    argv = ["build", "--backbone", backbone, *[x for k, v in inputs.items() for x in (f"--{k}", v)]]
+    return {"saerad.hub.build (Python API)": _api(lambda: build(backbone, inputs["sae"], inputs["dictionary"],
+                                                                str(folder / "api-model"), results=inputs["results"])),
+            "saerad build (CLI)": _cli([*argv, "--out", str(folder / "cli-model")])}
+
+
+TOOLKIT_ENTRIES = {"predictions": _predictions_entries, "reports": _reports_entries,
+                   "embeddings": _embeddings_entries, "build": _build_entries}
+
+
+def make_shared(root: Path) -> None:
+    """The toolkit cases' shared inputs: a dataset (a test split of 8), its train split embedded with a tiny
+    backbone, an SAE and a feature dictionary, and a results.json."""
+    from saerad.cli import main
+
+    from conftest import tiny_backbone
+    from fixtures import make_paired_folder
+
+    backbone = tiny_backbone(root / "backbone")
+    spec = make_paired_folder(root / "data", n=24, test_every=3)
+    assert main(["embed", "--backbone", str(backbone), "--dataset", spec, "--out", str(root / "emb"),
+                 "--num-workers", "0"]) == 0
+    assert main(["train", "--embeddings", str(root / "emb"), "--out", str(root / "sae"), *TRAIN]) == 0
+    assert main(["interpret", "--sae", str(root / "sae"), "--embeddings", str(root / "emb"), "--reports", spec,
+                 "--holdout", "0.3", "--out", str(root / "interp")]) == 0
+    metric = {"value": 0.5, "ci": [0.4, 0.6]}
+    SHARED.update(spec=spec, backbone=backbone, emb=root / "emb", sae=root / "sae",
+                  dictionary=root / "interp" / "feature_dictionary.json",
+                  train_ids=[f"r{k}" for k in range(24) if k % 3], test_ids=[f"r{k}" for k in range(0, 24, 3)],
+                  results={"dataset": spec, "split": "test", "n": 8, "labeler": "rule-based",
+                           "systems": {"sae-rad": {"bleu_4": metric}, "normal": {"bleu_4": metric}}})
 
 
 def _first_image(model_dir: Path) -> Path:
@@ -340,6 +692,8 @@ def run_corpus(tmp: Path) -> list[dict]:
 
     model_dir = tmp / "reference-model"
     tiny_model().save_pretrained(model_dir)
+    (tmp / "shared").mkdir()
+    make_shared(tmp / "shared")
     rows = []
     for i, case in enumerate(all_cases()):
         folder = tmp / f"case-{i:02d}"

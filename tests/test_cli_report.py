@@ -150,3 +150,31 @@ def test_heatmap_never_overwrites_an_input_or_an_existing_file_and_names_what_it
     payload = json.loads(capsys.readouterr().out)
     assert [p["heatmap"] for p in payload] == [str(tmp_path / "maps-1.png"), str(tmp_path / "maps-2.png")]
     assert {p: p.read_bytes() for p in inputs} == before and all(os.path.isfile(p["heatmap"]) for p in payload)
+
+
+def _peak_rss_mb(argv: list) -> float:
+    """Peak resident memory (MB) of `saerad ARGV` run in a fresh process (its own ru_maxrss, read at exit)."""
+    code = ("import resource, sys\nfrom saerad.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    return int(run.stderr.strip().splitlines()[-1]) / 1024
+
+
+def test_report_memory_is_flat_in_the_number_of_images(model_dir, tmp_path):
+    """10, 100 and 300 JPEGs took 449, 697 and 1,189 MB: every decoded image was held to the end."""
+    from PIL import Image
+
+    side = 1024  # 1 MB decoded each: 300 held would add 300 MB to a ~400 MB process
+    Image.fromarray((np.random.default_rng(0).random((side, side)) * 255).astype(np.uint8)).save(
+        tmp_path / "x.jpg", quality=30)
+    paths = []
+    for k in range(300):
+        path = tmp_path / "many" / f"{k:03d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        os.link(tmp_path / "x.jpg", path)
+        paths.append(str(path))
+    few = _peak_rss_mb(["report", *paths[:10], "--model", str(model_dir)])
+    many = _peak_rss_mb(["report", *paths, "--model", str(model_dir)])
+    assert many <= 1.5 * few, (few, many)

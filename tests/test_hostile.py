@@ -108,3 +108,63 @@ def test_the_hub_processor_stretches_16_bit_images_instead_of_saturating_them():
         processor(images=[Image.fromarray(ramp), Image.new("L", (1, 1))], return_tensors="pt")
     with pytest.raises(ValueError, match="more elongated than 1:10"):
         processor(images=np.zeros((32, 20000), np.uint8), return_tensors="pt")
+
+
+def _peak(argv: list, tmp_path) -> tuple:
+    """(exit code, stderr, peak RSS in MB) of `saerad ARGV` in a fresh process, its address space capped at 12 GB
+    so that a regression fails here instead of taking the machine."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys\nresource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))\n"
+            "from saerad.cli import main\ncode = main(sys.argv[1:])\n"
+            "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    peak = [line for line in run.stderr.splitlines() if line.startswith("peak ")]
+    return run.returncode, run.stderr, int(peak[-1].split()[1]) / 1024 if peak else float("inf")
+
+
+def test_a_deflate_bomb_and_a_huge_shortest_edge_are_refused_under_1_gb(model_dir, tmp_path):
+    """A 1.2 MB deflated DICOM declaring 64x64 pixels inflated to 10.8 GB; shortest_edge 60000 took 23.8 GB."""
+    import json
+    import shutil
+
+    from imaging import gradient, write_deflated_dicom, write_png
+
+    bomb = write_deflated_dicom(tmp_path / "bomb.dcm", pixel_bytes=1200 << 20)  # 1.2 GB of zeros
+    private = write_deflated_dicom(tmp_path / "private.dcm", private_bytes=1 << 30)  # a 1 GB private element
+    assert bomb.stat().st_size < 3 << 20 and private.stat().st_size < 3 << 20
+    huge = tmp_path / "huge-edge"
+    shutil.copytree(model_dir, huge)
+    settings = json.loads((huge / "preprocessor_config.json").read_text())
+    (huge / "preprocessor_config.json").write_text(json.dumps({**settings, "size": {"shortest_edge": 60000}}))
+    image = write_png(tmp_path / "x.png", gradient(96, 80))
+    for argv, message in (([str(bomb), "--model", str(model_dir)], "inflates past"),
+                          ([str(private), "--model", str(model_dir)], "elements other than the pixel data"),
+                          ([str(image), "--model", str(huge)], "the limit is")):
+        code, err, peak = _peak(["report", *argv], tmp_path)
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert peak < 1024, (argv, peak)
+
+
+def test_an_eps_named_png_is_refused_without_ghostscript_being_called(model_dir, tmp_path, monkeypatch, capsys):
+    from hostile import EPS
+    from PIL import EpsImagePlugin
+
+    from saerad.cli import main
+    from saerad.data.adapters import probe_image
+    from saerad.data.images import load_image
+
+    called = []
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)  # as where Ghostscript is installed
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: called.append(a))
+    monkeypatch.setattr("subprocess.check_call", lambda *a, **k: called.append(a))
+    path = tmp_path / "x.png"
+    path.write_bytes(EPS)
+    with pytest.raises(ValueError, match="x.png: not an image"):
+        load_image(path)
+    assert main(["report", str(path), "--model", str(model_dir)]) == 2
+    assert "x.png: not an image" in capsys.readouterr().err
+    assert probe_image(path) == "not an image"  # a dataset row: skipped and counted
+    assert called == [] and not os.path.exists("/tmp/saerad-hostile-eps-ran")

@@ -49,6 +49,24 @@ def backbone_fingerprint(backbone: str, model=None) -> dict:
     return {"backbone": backbone, "backbone_revision": revision, "backbone_sha256": digest}
 
 
+def check_same_backbone(recorded: dict, backbone: str, model, source: str) -> None:
+    """Refuse `backbone` when it is not the one `recorded` names (an embedding manifest, or the `sae_config.json` that
+    copied it): by the weights' sha256 for local folders, the hub revision, else the hub id. Nothing is recorded for
+    embeddings from a plain array, and then nothing is checked."""
+    if not recorded.get("backbone"):
+        return
+    now = backbone_fingerprint(backbone, model)
+    if not recorded.get("backbone_sha256") and os.path.isdir(recorded["backbone"]):
+        recorded = {**recorded, "backbone_sha256": backbone_fingerprint(recorded["backbone"])["backbone_sha256"]}
+    key = next((k for k in ("backbone_sha256", "backbone_revision") if recorded.get(k) and now[k]), None)
+    same = recorded[key] == now[key] if key else (os.path.isdir(backbone) or os.path.isdir(recorded["backbone"])
+                                                   or recorded["backbone"] == backbone)
+    if not same:
+        what = f"{key.split('_')[1]} {str(recorded[key])[:12]} there, {str(now[key])[:12]} here" if key else "name"
+        raise UserError(f"--backbone {backbone}: not the backbone {source} was trained on ({recorded['backbone']}, "
+                        f"{recorded.get('pooling') or 'cls'} pooling; {what}); build with that backbone")
+
+
 def _shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
@@ -113,7 +131,7 @@ def embed(backbone: str, dataset: str, split: str, out: str, pooling: str = "cls
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(folder)
         if manifest.get("settings_key") == key and manifest.get("complete"):
             if acc.is_main_process:
                 logger.info("%s is complete and up to date; nothing to do", folder)
@@ -191,9 +209,63 @@ def _differences(saved: dict, settings: dict) -> str:
 
 
 def read_manifest(path: Union[str, Path]) -> Optional[dict]:
-    """The manifest of an embedding cache folder, or None for a plain array file."""
+    """The manifest of an embedding cache folder (its shape checked: shards listed once each, covering the ids'
+    rows in order, `complete` a bool), or None for a plain array file."""
+    from .files import read_json
+
     manifest = Path(path) / MANIFEST
-    return json.loads(manifest.read_text()) if manifest.exists() else None
+    if not manifest.exists():
+        return None
+    data = read_json(manifest, "embedding manifest")
+    shards, ids = data.get("shards"), data.get("ids")
+    if not isinstance(data.get("complete", False), bool):
+        raise UserError(f"{manifest}: 'complete' must be true or false; got {data['complete']!r}")
+    if not isinstance(shards, list) or not shards or not isinstance(ids, list):
+        raise UserError(f"{manifest}: expected 'shards' (a non-empty list) and 'ids' (a list); run `saerad embed`")
+    end = 0
+    for k, shard in enumerate(shards):
+        file, rows = (shard.get("file"), shard.get("rows")) if isinstance(shard, dict) else (None, None)
+        plain = isinstance(file, str) and file == Path(file).name and not file.startswith(".")
+        if not plain or not isinstance(rows, list) or len(rows) != 2 or rows[0] != end or not (
+                isinstance(rows[1], int) and not isinstance(rows[1], bool) and rows[1] > rows[0]):
+            raise UserError(f"{manifest}: shard {k} ({file!r}, rows {rows!r}) is not the next file in order: each "
+                            f"shard names a file in the folder and the rows after the last (from {end})")
+        end = rows[1]
+    if len({shard["file"] for shard in shards}) != len(shards):
+        raise UserError(f"{manifest}: a shard is listed twice")
+    if end != len(ids) or not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
+        raise UserError(f"{manifest}: {len(ids)} ids for {end} rows of shards; one string id per row expected")
+    return data
+
+
+def check_rows(tensor: torch.Tensor, source: Union[str, Path]) -> torch.Tensor:
+    """`tensor` (integers as float32) after refusing what is no embedding matrix: not 2-D, complex, bool, empty."""
+    if tensor.dim() != 2:
+        raise UserError(f"{source}: expected a 2-D (n, d) array; got shape {tuple(tensor.shape)}")
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise UserError(f"{source}: dtype {tensor.dtype} is not a real number type; embeddings are floats")
+    if tensor.shape[0] == 0 or tensor.shape[1] == 0:
+        raise UserError(f"{source}: no embeddings (shape {tuple(tensor.shape)})")
+    return tensor if tensor.is_floating_point() else tensor.float()
+
+
+def _load_npy(path: Path) -> torch.Tensor:
+    """A `.npy` array as a tensor: never unpickled; an `.npz` archive, text, object, structured, string or complex
+    data refused in one line; big-endian and other float widths converted."""
+    import pickle
+
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise UserError(f"{path}: not a readable .npy array ({first_line(err)})") from None
+    if not isinstance(array, np.ndarray):  # np.load opens an .npz archive whatever its name
+        getattr(array, "close", lambda: None)()
+        raise UserError(f"{path}: an .npz archive, not a .npy array; save one array with numpy.save")
+    if array.dtype.kind not in "fiu" or array.dtype.names:
+        raise UserError(f"{path}: dtype {array.dtype} is not a real number type; embeddings are floats")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def _read_tensors(file: Path) -> dict:
@@ -219,25 +291,29 @@ def load_embeddings(path: Union[str, Path], verify: bool = True) -> tuple[torch.
             file = path / shard["file"]
             if not file.is_file():
                 raise MissingInput(f"{file}: shard listed in the manifest is missing; run `saerad embed` again")
-            if verify and _sha256(file) != shard["sha256"]:
+            if verify and _sha256(file) != shard.get("sha256"):
                 raise UserError(f"{file}: checksum does not match the manifest (the shard was changed or damaged); "
                                 "delete it and run `saerad embed` again")
-            parts.append(_read_tensors(file)["embeddings"])
-        return torch.cat(parts), list(manifest["ids"])
+            tensors = _read_tensors(file)
+            if "embeddings" not in tensors:
+                raise UserError(f"{file}: no 'embeddings' tensor; not a shard `saerad embed` wrote")
+            part = check_rows(tensors["embeddings"], file)
+            start, end = shard["rows"]
+            if len(part) != end - start or (parts and part.shape[1] != parts[0].shape[1]):
+                raise UserError(f"{file}: {tuple(part.shape)} rows x dims, but the manifest lists rows {start}-{end}"
+                                + (f" of {parts[0].shape[1]} dims" if parts else ""))
+            parts.append(part)
+        return torch.cat(parts), [str(i) for i in manifest["ids"]]
     if not path.exists():
         raise MissingInput(f"{path}: no such file or folder")
-    if path.suffix == ".npy":
-        import numpy as np
-
-        array = np.load(path, allow_pickle=False)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-    elif path.suffix == ".safetensors":
+    if path.suffix == ".npy" and path.is_file():
+        tensor = _load_npy(path)
+    elif path.suffix == ".safetensors" and path.is_file():
         tensors = _read_tensors(path)
         if len(tensors) != 1:
             raise UserError(f"{path}: expected one tensor, found {sorted(tensors)}")
         tensor = next(iter(tensors.values()))
     else:
         raise UserError(f"{path}: expected an embedding cache folder, a .npy or a .safetensors file")
-    if tensor.dim() != 2:
-        raise UserError(f"{path}: expected a 2-D (n, d) array; got shape {tuple(tensor.shape)}")
+    tensor = check_rows(tensor, path)
     return tensor, [str(i) for i in range(len(tensor))]

@@ -38,8 +38,11 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
         processor = AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False)
     except ValueError as err:  # a processor saved by remote code: it is ours, load it without running the repo's
         if "SAERadImageProcessor" not in str(err) and "trust_remote_code" not in str(err):
-            raise
-        processor = SAERadImageProcessor.from_pretrained(path_or_id)
+            raise UserError(f"{path_or_id}: {first_line(err)}") from None
+        try:
+            processor = SAERadImageProcessor.from_pretrained(path_or_id)
+        except ValueError as err:  # its settings refused (a size beyond the pixel limit)
+            raise UserError(f"{path_or_id}: {first_line(err)}") from None
     except OSError as err:
         raise UserError(f"{path_or_id}: cannot load the model ({first_line(err)})") from None
     return model, processor

@@ -173,35 +173,33 @@ def backbone_pretraining(backbone: str) -> Optional[dict]:
             "report_supervised": objective in REPORT_SUPERVISED}
 
 
-def _sae_config(sae_dir: str, dictionary: str) -> dict:
-    """The SAE's recorded config, once the SAE folder and the dictionary are known to exist."""
-    if not (Path(sae_dir) / "sae_config.json").exists():
-        raise MissingInput(f"{sae_dir}: no sae_config.json; run `saerad train` first")
-    if not Path(dictionary).exists():
-        raise MissingInput(f"{dictionary}: no such file; run `saerad interpret` first")
-    return json.loads((Path(sae_dir) / "sae_config.json").read_text())
-
-
 def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,
           min_feature_score: Optional[float] = None, max_report_features: Optional[int] = None,
           min_activation: Optional[float] = None, title: Optional[str] = None, overwrite: bool = False,
           calibration: Optional[str] = None, calibration_rows: int = 1000, false_flag_rate: float = 0.01) -> Path:
     """Backbone + SAE + dictionary + processor + familiarity calibration (`_calibrate`) -> a model folder that loads
     with AutoModel (remote code); an existing `out` is replaced only when saerad built it as a model folder."""
-    from safetensors.torch import load_file
-
     from configuration_saerad import SAERadConfig
     from modeling_saerad import SAERadModel
 
-    from .embed import load_backbone
+    from .embed import check_same_backbone, load_backbone
+    from .files import read_json
+    from .interpret.mine import read_sae_config, read_sae_weights
 
     target = output_folder(out, "model", overwrite)
-    sae_path, sae_config = Path(sae_dir), _sae_config(sae_dir, dictionary)
+    sae_path = Path(sae_dir)
+    if not (sae_path / "sae_config.json").exists():
+        raise MissingInput(f"{sae_dir}: no sae_config.json; run `saerad train` first")
+    if not Path(dictionary).exists():
+        raise MissingInput(f"{dictionary}: no such file; run `saerad interpret` first")
+    sae_config, sae_weights = read_sae_config(sae_dir), read_sae_weights(sae_dir)
+    data = read_json(dictionary, "feature dictionary")
+    evaluation = check_results(read_json(results, "evaluation results"), results) if results else None
     backbone_model, processor = load_backbone(backbone)
     vision = backbone_model.config
-    data = json.loads(Path(dictionary).read_text())
     given_score = min_feature_score
-    if min_feature_score is None and any(f.get("score") is not None for f in data.get("features", [])):
+    features = data.get("features") if isinstance(data.get("features"), list) else []
+    if min_feature_score is None and any(isinstance(f, dict) and f.get("score") is not None for f in features):
         min_feature_score = data.get("score_threshold")
     overrides = {k: v for k, v in (("max_report_features", max_report_features), ("min_activation", min_activation))
                  if v is not None}
@@ -214,10 +212,11 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
                               **overrides)
         model = SAERadModel(config).eval()
         model.vision_model.load_state_dict(backbone_model.state_dict())
-        model.sae.load_state_dict(load_file(str(sae_path / "sae.safetensors")))
+        model.sae.load_state_dict(sae_weights)
         model.load_feature_dictionary(dictionary)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # RuntimeError: weights of other shapes than the config's
         raise UserError(first_line(err)) from None
+    check_same_backbone(_embedded_with(sae_config), backbone, backbone_model, sae_dir)  # not silently another one
     model.image_processor = processor
     model.familiarity, familiarity = _calibrate(model, processor, sae_config, calibration, calibration_rows,
                                                 false_flag_rate)
@@ -254,7 +253,7 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         if captions_allowed(info["dataset"]):
             info["exemplar_captions"] = write_captions(sae_config.get("dataset"), data, tmp / THUMBNAILS)
         (tmp / "saerad_build.json").write_text(json.dumps(info, indent=1))
-        render_card(str(tmp), json.loads(Path(results).read_text()) if results else None)
+        render_card(str(tmp), evaluation)
         replace_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -342,6 +341,31 @@ def _calibrate(model, processor, sae_config: dict, calibration: Optional[str], r
         logging.getLogger(__name__).warning("familiarity check not calibrated: %s", reason)
         return None, {"calibrated": False, "reason": reason}
     return fitted, {k: v for k, v in fitted.items() if k not in ("mean", "precision")}
+
+
+def check_results(data: dict, path: str) -> dict:
+    """`results.json` from `saerad evaluate`, its shape checked before the card reads it."""
+    systems = data.get("systems")
+    ok = (isinstance(systems, dict) and all(isinstance(data.get(k), str) for k in ("dataset", "split", "labeler"))
+          and isinstance(data.get("n"), int) and all(
+              isinstance(metrics, dict) and all(isinstance(m, dict) and isinstance(m.get("value"), (int, float))
+                                                and not isinstance(m.get("value"), bool) for m in metrics.values())
+              for metrics in systems.values()))
+    if not ok:
+        raise UserError(f"{path}: not the results.json `saerad evaluate` writes (dataset, split, n, labeler, and "
+                        "systems of metrics with a numeric value)")
+    return data
+
+
+def _embedded_with(sae_config: dict) -> dict:
+    """The backbone and pooling an SAE's embeddings came from: its `sae_config.json`, completed from the embedding
+    manifest it names (an SAE trained before the config kept the weights' sha256)."""
+    from .embed import read_manifest
+
+    embeddings = sae_config.get("embeddings")
+    manifest = read_manifest(embeddings) if embeddings and Path(embeddings).is_dir() else None
+    keys = ("backbone", "backbone_revision", "backbone_sha256", "pooling")
+    return {k: sae_config.get(k) or (manifest or {}).get(k) for k in keys}
 
 
 THUMBNAILS = "exemplars"  # the Space shows these beside a feature

@@ -220,10 +220,14 @@ def probe_image(path: Path) -> Optional[str]:
         head = f.read(132)
     if head[128:132] == b"DICM" or path.name.lower().endswith(DICOM_SUFFIXES):
         return None  # DICOM headers are checked when the image is decoded (the loader refuses in one line)
+    # only PNG and JPEG reach Pillow, told which: an EPS named x.png would go to Ghostscript, a TIFF to libtiff
+    formats = ["PNG"] if head.startswith(b"\x89PNG\r\n\x1a\n") else ["JPEG"] if head.startswith(b"\xff\xd8\xff") else []
+    if not formats:
+        return "not an image"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=formats) as image:
                 check_size(*image.size, str(path))
     except (UnidentifiedImageError, OSError, SyntaxError):
         return "not an image"

@@ -98,17 +98,19 @@ def markdown_table(results: dict) -> str:
 
 
 def read_predictions(path: str) -> dict:
-    """`{"id": ..., "report" or "findings": ...}` per line -> {id: text}."""
-    out = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                out[str(record["id"])] = record.get("findings") or record.get("report") or ""
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{n}: expected a JSON object with 'id' and 'report' or 'findings'") from None
+    """`{"id": ..., "report" or "findings": ...}` per line -> {id: text}; an id given twice is refused."""
+    from ..files import id_field, read_jsonl, text_field
+
+    out, first = {}, {}
+    for n, record in read_jsonl(path, "predictions"):
+        where = f"{path}:{n}"
+        if "id" not in record or not ({"report", "findings"} & set(record)):
+            raise UserError(f"{where}: expected a JSON object with 'id' and 'report' or 'findings'")
+        key = id_field(record, "id", where)
+        if key in out:
+            raise UserError(f"{where}: id {key!r} was already given on line {first[key]}; one prediction per id")
+        out[key] = text_field(record, "findings", where) or text_field(record, "report", where)
+        first[key] = n
     return out
 
 

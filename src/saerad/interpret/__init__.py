@@ -23,18 +23,17 @@ ULTRA_DENSE = 0.5  # features firing on more than half the images describe nothi
 def read_reports(source: str, ids: list[str], split: Optional[str] = None) -> list[str]:
     """Findings for each embedding id: from a JSONL (`id`, `findings`, `impression`) or a dataset spec's rows."""
     if source.endswith(".jsonl"):
-        by_id, order = {}, []
-        with open(source) as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                        rid = str(record.get("id", len(order)))
-                        text = record.get("findings") or record.get("impression") or ""
-                    except (json.JSONDecodeError, AttributeError):
-                        raise UserError(f"{source}:{n}: not a JSON object") from None
-                    by_id[rid] = text
-                    order.append(text)
+        from ..files import id_field, read_jsonl, text_field
+
+        by_id, order, first = {}, [], {}
+        for n, record in read_jsonl(source, "reports"):
+            where = f"{source}:{n}"
+            rid = id_field(record, "id", where) if "id" in record else str(len(order))
+            if rid in by_id:
+                raise UserError(f"{where}: id {rid!r} was already given on line {first[rid]}; one report per id")
+            text = text_field(record, "findings", where) or text_field(record, "impression", where)
+            by_id[rid], first[rid] = text, n
+            order.append(text)
         if ids == [str(i) for i in range(len(ids))] and len(order) == len(ids) and not set(ids) <= set(by_id):
             return order  # a bare array: line order is row order
         missing = [i for i in ids if i not in by_id]

@@ -6,28 +6,49 @@ matrix is never held.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file
 
 from modeling_saerad import SparseAutoencoder
 
-from ..errors import MissingInput
+from ..errors import MissingInput, UserError, first_line
+
+
+def read_sae_config(folder: str) -> dict:
+    """`sae_config.json` of an SAE folder, its fields checked (a JSON object, sizes positive integers)."""
+    from ..files import read_json
+
+    path = Path(folder)
+    if not (path / "sae_config.json").exists() or not (path / "sae.safetensors").exists():
+        raise MissingInput(f"{folder}: no sae_config.json and sae.safetensors; run `saerad train` first")
+    config = read_json(path / "sae_config.json", "SAE config")
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
+    if not (whole(config.get("d_in")) and whole(config.get("d_sae")) and isinstance(config.get("architecture"), str)
+            and (config.get("k") is None or whole(config.get("k")))):
+        raise UserError(f"{path / 'sae_config.json'}: expected d_in, d_sae (positive integers), architecture and k; "
+                        "not an SAE config `saerad train` wrote")
+    return config
+
+
+def read_sae_weights(folder: str) -> dict:
+    """`sae.safetensors` of an SAE folder; a damaged file, or a link to something else, refused in one line."""
+    from ..embed import _read_tensors
+
+    return _read_tensors(Path(folder) / "sae.safetensors")
 
 
 def load_sae(folder: str) -> tuple[SparseAutoencoder, dict]:
     """The inference SAE written by `saerad train` (input scale folded in) and its `sae_config.json`."""
-    path = Path(folder)
-    if not (path / "sae_config.json").exists() or not (path / "sae.safetensors").exists():
-        raise MissingInput(f"{folder}: no sae_config.json and sae.safetensors; run `saerad train` first")
-    config = json.loads((path / "sae_config.json").read_text())
-    sae = SparseAutoencoder(config["d_in"], config["d_sae"], config["architecture"], config["k"] or 1,
-                            config.get("input_scale", 1.0))
-    sae.load_state_dict(load_file(str(path / "sae.safetensors")))
+    config = read_sae_config(folder)
+    try:
+        sae = SparseAutoencoder(config["d_in"], config["d_sae"], config["architecture"], config["k"] or 1,
+                                config.get("input_scale", 1.0))
+        sae.load_state_dict(read_sae_weights(folder))
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise UserError(f"{folder}: the SAE does not load ({first_line(err)})") from None
     return sae.eval(), config
 
 

@@ -38,6 +38,26 @@ def geometric_median(x: torch.Tensor, iterations: int = 50) -> torch.Tensor:
     return median
 
 
+MIN_ROWS = 2
+
+
+def check_trainable(x: torch.Tensor, source: str) -> None:
+    """Refuse, before any step, embeddings an SAE cannot learn from: fewer than 2 rows, NaN or infinite values,
+    values whose squares overflow float32 (1e30), or rows all identical (all zero included: the input scale is
+    undefined, and training ended in a ZeroDivisionError after leaving a checkpoint)."""
+    n = x.shape[0]
+    if n < MIN_ROWS:
+        raise UserError(f"{source}: {n} row{'s' * (n != 1)} of embeddings; an SAE needs at least {MIN_ROWS}")
+    if not torch.isfinite(x).all():
+        raise UserError(f"{source}: the embeddings contain NaN or infinite values")
+    if not torch.isfinite(x.norm(dim=1)).all() or not torch.isfinite(x.norm(dim=1).mean()):
+        raise UserError(f"{source}: values up to {x.abs().max().item():.3g} overflow float32 when squared; rescale "
+                        "the embeddings")
+    if bool((x == x[0]).all()):
+        raise UserError(f"{source}: all {n} rows are identical{' (all zero)' if not x[0].any() else ''}; there is "
+                        "nothing to learn")
+
+
 class Trainer:
     """Trains one SAE on an `(n, d_in)` embedding matrix; `accelerator` handles devices and processes."""
 
@@ -47,8 +67,7 @@ class Trainer:
         self.cfg, self.out, self.meta = config, Path(out), meta or {}
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         x = embeddings.float()
-        if not torch.isfinite(x).all():
-            raise UserError("the embeddings contain NaN or infinite values")
+        check_trainable(x, self.meta.get("embeddings", "the embeddings"))
         n, d_in = x.shape
         # Inputs scaled so that E||x|| = sqrt(d_in); the scale is folded into the exported weights.
         self.scale = float(math.sqrt(d_in) / x.norm(dim=1).mean().clamp_min(1e-12))
@@ -274,10 +293,12 @@ def train(embeddings: str, out: str, config: TrainConfig, resume: bool = False, 
     from ..embed import load_embeddings, read_manifest
 
     x, _ = load_embeddings(embeddings)
+    check_trainable(x.float(), str(embeddings))  # before anything is written under --out
     manifest = read_manifest(embeddings)
     meta = {"embeddings": str(embeddings)}
     if manifest:
-        meta.update({k: manifest.get(k) for k in ("backbone", "backbone_revision", "pooling", "dataset", "split")})
+        meta.update({k: manifest.get(k) for k in ("backbone", "backbone_revision", "backbone_sha256", "pooling",
+                                                  "dataset", "split")})
     out_path = Path(out)
     recover_folder(out_path / "checkpoint", "state.json")
     if not resume and (out_path / "checkpoint").exists():
