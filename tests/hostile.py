@@ -364,13 +364,14 @@ def _jsonl_cases(kind: str, valid: Callable[[], list]) -> list[Case]:
         return lines(lambda: [first, *valid()[1:]])
 
     def raw(data: bytes) -> Callable[[Path], Path]:
-        return _at(f"{kind}.jsonl", lambda p: p.write_bytes(data) or p)
+        return _at(f"{kind}.jsonl", lambda p: (p.write_bytes(data), p)[1])
 
     text = "\n".join(json.dumps(r, ensure_ascii=False) for r in valid())
     return [
         Case(kind, "valid", lines(valid), True),
         Case(kind, "valid, UTF-8 with a byte-order mark", raw(b"\xef\xbb\xbf" + text.encode()), True),
-        Case(kind, "binary", raw(bytes(range(256)) * 4), False, "not UTF-8"),
+        Case(kind, "binary (a PNG)", raw(_png_bytes(gradient(40, 40))), False, "not UTF-8"),
+        Case(kind, "binary (control bytes)", raw(bytes(range(256)) * 4), False, ""),
         Case(kind, "Latin-1 text", raw(text.replace("finding", "épanchement").encode("latin-1")), False, "not UTF-8"),
         Case(kind, "cp1252 quotes", raw(text.replace("finding", "\u201cfinding\u201d").encode("cp1252")), False,
              "not UTF-8"),

@@ -259,7 +259,9 @@ def _load_npy(path: Path) -> torch.Tensor:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise UserError(f"{path}: not a readable .npy array ({first_line(err)})") from None
+        why = "pickled objects, or not a .npy file at all; saerad never unpickles" if "pickle" in str(err) else (
+            first_line(err))
+        raise UserError(f"{path}: not a readable .npy array ({why})") from None
     if not isinstance(array, np.ndarray):  # np.load opens an .npz archive whatever its name
         getattr(array, "close", lambda: None)()
         raise UserError(f"{path}: an .npz archive, not a .npy array; save one array with numpy.save")
