@@ -23,7 +23,7 @@ MAP_FLOOR = 0.15  # map values below this share of its peak are not tinted: a Gr
 OUTLINE = (0, 200, 255)  # the crop's dashed box: cyan, which no map colour (gray to red) can be mistaken for
 # What the Space uses of the model folder's own modules, by module: the file reader, sides and overlays, and why a
 # report is empty.
-REMOTE_FUNCTIONS = {"image_processing_saerad": ("load_image",), "localization_saerad": ("map_side", "overlay_map"),
+REMOTE_FUNCTIONS = {"image_processing_saerad": ("load_image", "check_processor_sizes"), "localization_saerad": ("map_side", "overlay_map"),
                     "composition_saerad": ("why_empty",)}
 
 
@@ -38,6 +38,9 @@ def remote_functions(model_module: str) -> SimpleNamespace:
         except ModuleNotFoundError:
             raise RuntimeError(f"{model_module} has no {module} beside it: the model was built by an older saerad; "
                                "rebuild it with `saerad build`") from None
+        if not all(hasattr(loaded, name) for name in names):
+            raise RuntimeError(f"{module} lacks {', '.join(n for n in names if not hasattr(loaded, n))}: the model was "
+                               "built by an older saerad; rebuild it with `saerad build`")
         found.update((name, getattr(loaded, name)) for name in names)
     return SimpleNamespace(**found)
 
@@ -59,6 +62,8 @@ class Loaded:
         self.model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
         self.processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)
         self.remote = remote_functions(type(self.model).__module__)
+        # whatever processor class the repo names, its sizes stay within the pixel limit (shortest_edge 60000 was not)
+        self.remote.check_processor_sizes(self.processor, f"{model_id} preprocessor_config.json")
         self.features = self.model.features
         self.thumbnails = _thumbnail_folder(model_id)
         self.captions = _captions(self.thumbnails)

@@ -363,19 +363,22 @@ def _jsonl_cases(kind: str, valid: Callable[[], list]) -> list[Case]:
     def spoiled(first) -> Callable[[Path], Path]:
         return lines(lambda: [first, *valid()[1:]])
 
-    def raw(data: bytes) -> Callable[[Path], Path]:
-        return _at(f"{kind}.jsonl", lambda p: (p.write_bytes(data), p)[1])
+    def raw(data: Callable[[], bytes]) -> Callable[[Path], Path]:
+        return _at(f"{kind}.jsonl", lambda p: (p.write_bytes(data()), p)[1])
 
-    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in valid())
+    def text() -> str:
+        return "\n".join(json.dumps(r, ensure_ascii=False) for r in valid())
+
     return [
         Case(kind, "valid", lines(valid), True),
-        Case(kind, "valid, UTF-8 with a byte-order mark", raw(b"\xef\xbb\xbf" + text.encode()), True),
-        Case(kind, "binary (a PNG)", raw(_png_bytes(gradient(40, 40))), False, "not UTF-8"),
-        Case(kind, "binary (control bytes)", raw(bytes(range(256)) * 4), False, ""),
-        Case(kind, "Latin-1 text", raw(text.replace("finding", "épanchement").encode("latin-1")), False, "not UTF-8"),
-        Case(kind, "cp1252 quotes", raw(text.replace("finding", "\u201cfinding\u201d").encode("cp1252")), False,
+        Case(kind, "valid, UTF-8 with a byte-order mark", raw(lambda: b"\xef\xbb\xbf" + text().encode()), True),
+        Case(kind, "binary (a PNG)", raw(lambda: _png_bytes(gradient(40, 40))), False, "not UTF-8"),
+        Case(kind, "binary (control bytes)", raw(lambda: bytes(range(256)) * 4), False, ""),
+        Case(kind, "Latin-1 text", raw(lambda: text().replace("finding", "épanchement").encode("latin-1")), False,
              "not UTF-8"),
-        Case(kind, "UTF-16", raw(text.encode("utf-16")), False, "UTF-16"),
+        Case(kind, "cp1252 quotes", raw(lambda: text().replace("finding", "\u201cfinding\u201d").encode("cp1252")),
+             False, "not UTF-8"),
+        Case(kind, "UTF-16", raw(lambda: text().encode("utf-16")), False, "UTF-16"),
         Case(kind, "a line that is an array", spoiled(["r0", "x"]), False, "JSON object"),
         Case(kind, "a line that is a number", spoiled(7), False, "JSON object"),
         Case(kind, "a line that is a string", spoiled("r0"), False, "JSON object"),

@@ -56,11 +56,11 @@ def check_same_backbone(recorded: dict, backbone: str, model, source: str) -> No
     if not recorded.get("backbone"):
         return
     now = backbone_fingerprint(backbone, model)
-    if not recorded.get("backbone_sha256") and os.path.isdir(recorded["backbone"]):
+    if not recorded.get("backbone_sha256") and os.path.isdir(resolve_backbone(recorded["backbone"])):
         recorded = {**recorded, "backbone_sha256": backbone_fingerprint(recorded["backbone"])["backbone_sha256"]}
     key = next((k for k in ("backbone_sha256", "backbone_revision") if recorded.get(k) and now[k]), None)
-    same = recorded[key] == now[key] if key else (os.path.isdir(backbone) or os.path.isdir(recorded["backbone"])
-                                                   or recorded["backbone"] == backbone)
+    local = os.path.isdir(resolve_backbone(backbone)) or os.path.isdir(resolve_backbone(recorded["backbone"]))
+    same = recorded[key] == now[key] if key else (local or recorded["backbone"] == backbone)
     if not same:
         what = f"{key.split('_')[1]} {str(recorded[key])[:12]} there, {str(now[key])[:12]} here" if key else "name"
         raise UserError(f"--backbone {backbone}: not the backbone {source} was trained on ({recorded['backbone']}, "

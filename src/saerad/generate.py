@@ -20,7 +20,7 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
     """Load an SAE-Rad model folder or hub repo and its image processor (safetensors only)."""
     from transformers import AutoImageProcessor
 
-    from image_processing_saerad import SAERadImageProcessor
+    from image_processing_saerad import SAERadImageProcessor, check_processor_sizes
     from modeling_saerad import SAERadModel
 
     if os.path.exists(path_or_id):
@@ -45,6 +45,10 @@ def load_model(path_or_id: str, device: str = "cpu") -> tuple[Any, Any]:
             raise UserError(f"{path_or_id}: {first_line(err)}") from None
     except OSError as err:
         raise UserError(f"{path_or_id}: cannot load the model ({first_line(err)})") from None
+    try:  # whatever class the folder names, its sizes stay within the loader's pixel limit
+        check_processor_sizes(processor, "preprocessor_config.json")
+    except ValueError as err:
+        raise UserError(f"{path_or_id}: {first_line(err)}") from None
     return model, processor
 
 
