@@ -21,10 +21,10 @@ THUMBNAIL_FOLDER = "exemplars"  # in the model folder, for models trained on pha
 CAPTIONS = "captions.json"  # beside the thumbnails: a sentence of each exemplar's report, where the data allow it
 MAP_FLOOR = 0.15  # map values below this share of its peak are not tinted: a Grad-CAM floor is not a finding
 OUTLINE = (0, 200, 255)  # the crop's dashed box: cyan, which no map colour (gray to red) can be mistaken for
-# What the Space uses of the model folder's own modules, by module: the file reader, sides and overlays, and why a
-# report is empty.
-REMOTE_FUNCTIONS = {"image_processing_saerad": ("load_image", "check_processor_sizes"), "localization_saerad": ("map_side", "overlay_map"),
-                    "composition_saerad": ("why_empty",)}
+# What the Space uses of the model folder's own modules, by module: the file reader and the size check, sides and
+# overlays, and why a report is empty.
+REMOTE_FUNCTIONS = {"image_processing_saerad": ("load_image", "check_processor_sizes"),
+                    "localization_saerad": ("map_side", "overlay_map"), "composition_saerad": ("why_empty",)}
 
 
 def remote_functions(model_module: str) -> SimpleNamespace:
