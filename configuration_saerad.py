@@ -48,6 +48,21 @@ def backbone_width(vision_config: PretrainedConfig) -> int:
     return hidden_size
 
 
+def _check_composer(min_activation, max_report_features, min_feature_score, normal_impression) -> None:
+    """Refuse composer settings of the wrong type or out of bounds."""
+    if not _real(min_activation) or not min_activation >= 0:
+        raise ValueError(f"min_activation must be a finite number >= 0; got {min_activation!r}")
+    if not _whole(max_report_features) or max_report_features < 1:
+        raise ValueError(f"max_report_features must be a positive integer; got {max_report_features!r}")
+    if min_feature_score is not None and not _real(min_feature_score):
+        raise ValueError(f"min_feature_score must be a finite number or null; got {min_feature_score!r}")
+    if not isinstance(normal_impression, str):
+        raise ValueError(f"normal_impression must be a string; got {type(normal_impression).__name__}")
+    if len(normal_impression) > MAX_TEXT_CHARS or _CONTROL.search(normal_impression):
+        raise ValueError(f"normal_impression must be at most {MAX_TEXT_CHARS} characters of plain text (no control "
+                         f"characters or escape sequences); got {len(normal_impression)} characters")
+
+
 class SAERadConfig(PretrainedConfig):
     r"""
     Configuration of a [`SAERadModel`]: a frozen vision backbone whose pooled embedding is decomposed by a sparse
@@ -172,20 +187,10 @@ class SAERadConfig(PretrainedConfig):
         self.input_scale = float(input_scale)
         self.center_inputs = bool(center_inputs)
 
-        if not _real(min_activation) or not min_activation >= 0:
-            raise ValueError(f"min_activation must be a finite number >= 0; got {min_activation!r}")
+        _check_composer(min_activation, max_report_features, min_feature_score, normal_impression)
         self.min_activation = float(min_activation)
-        if not _whole(max_report_features) or max_report_features < 1:
-            raise ValueError(f"max_report_features must be a positive integer; got {max_report_features!r}")
         self.max_report_features = max_report_features
-        if min_feature_score is not None and not _real(min_feature_score):
-            raise ValueError(f"min_feature_score must be a finite number or null; got {min_feature_score!r}")
         self.min_feature_score = None if min_feature_score is None else float(min_feature_score)
-        if not isinstance(normal_impression, str):
-            raise ValueError(f"normal_impression must be a string; got {type(normal_impression).__name__}")
-        if len(normal_impression) > MAX_TEXT_CHARS or _CONTROL.search(normal_impression):
-            raise ValueError(f"normal_impression must be at most {MAX_TEXT_CHARS} characters of plain text (no control "
-                             f"characters or escape sequences); got {len(normal_impression)} characters")
         self.normal_impression = normal_impression
         self.saerad_version = saerad_version
         super().__init__(**kwargs)
