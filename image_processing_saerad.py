@@ -144,7 +144,7 @@ def _dicom_meta(data: bytes) -> tuple:
 def _dicom_header(head: bytes, name: str, deflated: bool, cut: bool) -> Any:
     """The data set up to its pixel data, parsed from the first bytes of the file (or of the inflated data set); an
     element over MAX_DICOM_HEADER_BYTES, or a header that does not end within it, is refused."""
-    from pydicom.filereader import read_dataset, read_partial
+    filereader = _pydicom(name).filereader
 
     seen = {}
 
@@ -157,8 +157,8 @@ def _dicom_header(head: bytes, name: str, deflated: bool, cut: bool) -> Any:
 
     buffer = io.BytesIO(head)
     try:
-        header = read_dataset(buffer, False, True, stop_when=stop) if deflated else read_partial(buffer, stop,
-                                                                                                 force=True)
+        header = (filereader.read_dataset(buffer, False, True, stop_when=stop) if deflated
+                  else filereader.read_partial(buffer, stop, force=True))
     except Exception as err:  # pydicom raises many types for bytes that are no DICOM
         raise ValueError(f"{name}: not a readable DICOM file ({_one_line(err)})") from None
     if "large" in seen:
@@ -204,11 +204,8 @@ def read_dicom(data: bytes, name: str, max_pixels: int = MAX_PIXELS, min_size: i
     then the rest only up to what its Rows, Columns, frames, samples and bits declare: a deflated data set
     (1.2.840.10008.1.2.1.99) is inflated with that cap (a 1.5 MB file inflated to 10.8 GB before), a plain one
     longer than that is refused, and the pixel data must have the declared length before anything is decoded."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.errors import InvalidDicomError
-    from pydicom.filereader import read_dataset
-    from pydicom.uid import UID, ExplicitVRLittleEndian
+    pydicom = _pydicom(name)
+    read_dataset, UID = pydicom.filereader.read_dataset, pydicom.uid.UID
 
     start, end, syntax = _dicom_meta(data[:1 << 16])
     view = memoryview(data)
@@ -231,14 +228,14 @@ def read_dicom(data: bytes, name: str, max_pixels: int = MAX_PIXELS, min_size: i
                 raise ValueError(f"{name}: the deflated DICOM inflates past {limit} bytes, while its header declares "
                                  f"{expected} bytes of pixel data")
             ds = read_dataset(io.BytesIO(body), False, True)
-            ds.file_meta = FileMetaDataset(read_dataset(io.BytesIO(data[start:end]), False, True))
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the data set as inflated
+            ds.file_meta = pydicom.dataset.FileMetaDataset(read_dataset(io.BytesIO(data[start:end]), False, True))
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian  # the data set as inflated
         else:
             if len(data) - end > limit:
                 raise ValueError(f"{name}: the DICOM holds {len(data) - end} bytes, while its header declares "
                                  f"{expected} bytes of pixel data")
             ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, OSError, KeyError, TypeError) as err:
+    except (pydicom.errors.InvalidDicomError, EOFError, OSError, KeyError, TypeError) as err:
         raise ValueError(f"{name}: not a readable DICOM file ({_one_line(err)})") from None
     length = len(ds.PixelData) if "PixelData" in ds else 0
     if not compressed and length not in (expected, expected + 1):
@@ -273,7 +270,7 @@ def _dicom_pixels(ds: Any, name: str) -> Any:
     monochrome image (MONOCHROME1 inverted), a PALETTE COLOR image through its palette, colour to luminance."""
     import numpy as np
     from PIL import Image
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+    pixels_module = _pydicom(name).pixels
 
     try:
         pixels = ds.pixel_array
@@ -285,11 +282,11 @@ def _dicom_pixels(ds: Any, name: str) -> Any:
     _check_luts(ds, name)
     try:
         if photometric == "PALETTE COLOR":
-            pixels = apply_color_lut(pixels, ds)
+            pixels = pixels_module.apply_color_lut(pixels, ds)
         elif photometric.startswith("MONOCHROME"):
-            pixels = apply_modality_lut(pixels, ds)
+            pixels = pixels_module.apply_modality_lut(pixels, ds)
             if "VOILUTSequence" in ds or "WindowCenter" in ds:
-                pixels = apply_voi_lut(pixels, ds, index=0)
+                pixels = pixels_module.apply_voi_lut(pixels, ds, index=0)
     except Exception as err:  # a malformed LUT or window pydicom cannot apply: the file's fault, named
         raise ValueError(f"{name}: cannot apply the DICOM's lookup table or window ({_one_line(err)})") from None
     if pixels.ndim == 3:  # colour (a palette applied, or a secondary capture)
@@ -298,11 +295,21 @@ def _dicom_pixels(ds: Any, name: str) -> Any:
     return 255 - pixels if photometric == "MONOCHROME1" else pixels  # MONOCHROME1: high values are dark
 
 
-def _load_dicom(data: bytes, name: str, max_pixels: int = MAX_PIXELS, min_size: int = MIN_SIZE) -> Any:
+def _pydicom(name: str) -> Any:
+    """pydicom with the submodules the reader uses; a ValueError naming the file when it is not installed."""
     try:  # optional: transformers' remote-code check skips imports guarded like this
-        import pydicom  # noqa: F401
+        import pydicom
+        import pydicom.dataset
+        import pydicom.errors
+        import pydicom.filereader
+        import pydicom.pixels
+        import pydicom.uid
     except ImportError:
         raise ValueError(f"{name}: reading DICOM needs pydicom (pip install pydicom)") from None
+    return pydicom
+
+
+def _load_dicom(data: bytes, name: str, max_pixels: int = MAX_PIXELS, min_size: int = MIN_SIZE) -> Any:
     return _dicom_pixels(read_dicom(data, name, max_pixels, min_size), name)
 
 
