@@ -2,8 +2,10 @@
 
     python benchmarks/hostile_corpus.py [--details]
 
-Every case is generated (nothing binary is committed): malformed, huge and odd images and DICOMs, feature
-dictionaries, dataset metadata files and model folders. "Handled" means read when valid, and refused in one line that
+Every case is generated (nothing binary is committed): malformed, huge and odd images and DICOMs (other formats
+named .png, deflate bombs, LUTs), feature dictionaries, dataset metadata files, model folders (processor sizes, config
+values), the JSONL files of `evaluate --predictions` and `interpret --reports`, embedding arrays and manifests, and
+`build`'s inputs. "Handled" means read when valid, and refused in one line that
 names the input (the CLI: exit 2, no traceback) when not. `tests/test_hostile.py` asserts every row.
 """
 

@@ -19,8 +19,13 @@ def test_every_case_of_the_hostile_corpus_is_handled_at_every_entry_point(tmp_pa
     wrong = [row for row in rows if not row["ok"]]
     assert not wrong, "\n".join(f"{r['kind']} / {r['case']} / {r['entry point']}: expected {r['expected']}, got "
                                 f"{r['got']}" for r in wrong)
-    assert len(rows) >= 100 and not os.path.exists(MARKER)  # the malicious pickle was never opened
-    assert "| image | saerad report (CLI) |" in markdown(rows)
+    assert len(rows) >= 300 and not os.path.exists(MARKER)  # the malicious pickle was never opened
+    assert not os.path.exists("/tmp/saerad-hostile-eps-ran")  # nor the EPS rendered
+    table = markdown(rows)
+    for entry in ("| image | saerad report (CLI) |", "| predictions | saerad evaluate --predictions (CLI) |",
+                  "| reports | saerad interpret --reports (CLI) |", "| embeddings | saerad train (CLI) |",
+                  "| build | saerad build (CLI) |"):
+        assert entry in table
 
 
 def test_broken_images_in_an_imagefolder_are_counted_in_the_manifest_and_refused_with_strict(tmp_path, capsys):
