@@ -173,6 +173,20 @@ def backbone_pretraining(backbone: str) -> Optional[dict]:
             "report_supervised": objective in REPORT_SUPERVISED}
 
 
+def _read_inputs(sae_dir: str, dictionary: str, results: Optional[str]) -> tuple:
+    """(SAE config, SAE weights, dictionary, results or None), each checked before any work: a damaged or foreign
+    file is one line naming it."""
+    from .files import read_json
+    from .interpret.mine import read_sae_config, read_sae_weights
+
+    if not (Path(sae_dir) / "sae_config.json").exists():
+        raise MissingInput(f"{sae_dir}: no sae_config.json; run `saerad train` first")
+    if not Path(dictionary).exists():
+        raise MissingInput(f"{dictionary}: no such file; run `saerad interpret` first")
+    evaluation = check_results(read_json(results, "evaluation results"), results) if results else None
+    return read_sae_config(sae_dir), read_sae_weights(sae_dir), read_json(dictionary, "feature dictionary"), evaluation
+
+
 def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optional[str] = None,
           min_feature_score: Optional[float] = None, max_report_features: Optional[int] = None,
           min_activation: Optional[float] = None, title: Optional[str] = None, overwrite: bool = False,
@@ -183,18 +197,10 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     from modeling_saerad import SAERadModel
 
     from .embed import check_same_backbone, load_backbone
-    from .files import read_json
-    from .interpret.mine import read_sae_config, read_sae_weights
 
     target = output_folder(out, "model", overwrite)
     sae_path = Path(sae_dir)
-    if not (sae_path / "sae_config.json").exists():
-        raise MissingInput(f"{sae_dir}: no sae_config.json; run `saerad train` first")
-    if not Path(dictionary).exists():
-        raise MissingInput(f"{dictionary}: no such file; run `saerad interpret` first")
-    sae_config, sae_weights = read_sae_config(sae_dir), read_sae_weights(sae_dir)
-    data = read_json(dictionary, "feature dictionary")
-    evaluation = check_results(read_json(results, "evaluation results"), results) if results else None
+    sae_config, sae_weights, data, evaluation = _read_inputs(sae_dir, dictionary, results)
     backbone_model, processor = load_backbone(backbone)
     vision = backbone_model.config
     given_score = min_feature_score
