@@ -69,6 +69,9 @@ class SAERadConfig(PretrainedConfig):
             At most this many features write into one report, strongest first.
         min_feature_score (`float`, *optional*):
             When set, features whose interpretability score is below it (or unknown) are skipped by the composer.
+        min_feature_precision (`float`, *optional*):
+            When set, features whose held-out precision (the share of their description that the reports of the
+            held-out images they fire on state) is below it (or unknown) are skipped by the composer.
         normal_impression (`str`, *optional*, defaults to `"No acute cardiopulmonary abnormality."`):
             The impression written when the active features state no positive or uncertain finding.
         saerad_version (`str`, *optional*, defaults to the installed version):
@@ -103,6 +106,7 @@ class SAERadConfig(PretrainedConfig):
         min_activation: float = 0.0,
         max_report_features: int = 15,
         min_feature_score: Optional[float] = None,
+        min_feature_precision: Optional[float] = None,
         normal_impression: str = "No acute cardiopulmonary abnormality.",
         saerad_version: str = SAERAD_VERSION,
         **kwargs,
@@ -140,8 +144,7 @@ class SAERadConfig(PretrainedConfig):
         if not isinstance(expansion_factor, int) or expansion_factor < 1:
             raise ValueError(f"expansion_factor must be a positive integer; got {expansion_factor!r}")
         self.expansion_factor = expansion_factor
-        if d_sae is None:
-            d_sae = self.d_in * expansion_factor
+        d_sae = self.d_in * expansion_factor if d_sae is None else d_sae
         if not isinstance(d_sae, int) or d_sae < 1:
             raise ValueError(f"d_sae must be a positive integer; got {d_sae!r}")
         self.d_sae = d_sae
@@ -160,10 +163,10 @@ class SAERadConfig(PretrainedConfig):
         if not isinstance(max_report_features, int) or max_report_features < 1:
             raise ValueError(f"max_report_features must be a positive integer; got {max_report_features!r}")
         self.max_report_features = max_report_features
-        if min_feature_score is not None and (isinstance(min_feature_score, bool)
-                                              or not isinstance(min_feature_score, (int, float))):
-            raise ValueError(f"min_feature_score must be a number or null; got {min_feature_score!r}")
-        self.min_feature_score = None if min_feature_score is None else float(min_feature_score)
+        for name, value in (("min_feature_score", min_feature_score), ("min_feature_precision", min_feature_precision)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{name} must be a number or null; got {value!r}")
+            setattr(self, name, None if value is None else float(value))
         if not isinstance(normal_impression, str):
             raise ValueError(f"normal_impression must be a string; got {type(normal_impression).__name__}")
         self.normal_impression = normal_impression
