@@ -13,7 +13,8 @@ FEATURE_DICTIONARY_SCHEMA_VERSION = 1
 # Anatomical sections in the order a FINDINGS paragraph reads them.
 SECTIONS = ("devices", "lungs", "pleura", "heart/mediastinum", "bones", "other")
 FINDING_STATUSES = ("positive", "negative", "uncertain")
-COMPOSER_SETTINGS = ("min_activation", "max_report_features", "min_feature_score", "normal_impression")
+COMPOSER_SETTINGS = ("min_activation", "max_report_features", "min_feature_score", "min_feature_precision",
+                     "normal_impression")
 # What a model repo may hand the composer: a dictionary file, a description and an exemplar id are bounded, so a
 # stranger's repo cannot fill memory or a report (a real dictionary: ~2 KB a feature, sentences under 300 characters).
 MAX_DICTIONARY_BYTES = 256 * 1024 * 1024
@@ -110,7 +111,7 @@ def validate_feature_dictionary(data: Any, d_sae: int, source: str = "feature di
                 fail(f"{where}.findings[{j}].status", f"must be one of {FINDING_STATUSES}; got {got!r}")
             for key in ("laterality", "severity"):
                 text(f"{where}.findings[{j}].{key}", finding.get(key), MAX_ID_CHARS, nullable=True)
-        for key in ("score", "frequency"):
+        for key in ("score", "precision", "frequency", "min_activation"):
             value = feature.get(key)
             is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if value is not None and (not is_number or math.isnan(value)):
@@ -210,6 +211,14 @@ def _findings_key(findings: list) -> tuple:
                         for f in findings))
 
 
+def _below(feature: dict, key: str, minimum: Optional[float]) -> Optional[str]:
+    """Why a feature's validated `key` (score or precision) keeps it from writing under `minimum`, or None."""
+    if minimum is None or (feature.get(key) is not None and feature[key] >= minimum):
+        return None
+    name = "score" if key == "score" else "held-out precision"
+    return f"{name} {_rounded(feature.get(key))} below min_feature_{key} {_rounded(minimum)}"
+
+
 def compose_report(
     activations: list,
     features: dict,
@@ -217,11 +226,14 @@ def compose_report(
     max_report_features: int = 15,
     min_feature_score: Optional[float] = None,
     normal_impression: str = "No acute cardiopulmonary abnormality.",
+    min_feature_precision: Optional[float] = None,
 ) -> dict:
     """Compose one report from feature activations and `{feature_id: feature}`; every sentence keeps its provenance.
 
-    Features write strongest first (ties by id). A feature is omitted when it has no description, scores below
-    `min_feature_score`, contradicts a stronger feature's findings, or comes after `max_report_features` writers.
+    Features write strongest first (ties by id). A feature is omitted when it has no description, fires below its
+    own `min_activation` (the floor under which its training images' reports stopped stating its description),
+    scores below `min_feature_score`, has a held-out precision below `min_feature_precision`, contradicts a stronger
+    feature's findings, or comes after `max_report_features` writers.
     Sentences with the same normalised text, or features with the same findings, are merged.
     """
     active = sorted(
@@ -234,9 +246,12 @@ def compose_report(
         code = reason = None
         if feature is None or not feature.get("description", "").strip():
             code, reason = "no_description", "no description"
-        elif min_feature_score is not None and (feature.get("score") is None or feature["score"] < min_feature_score):
-            code, reason = "low_score", (f"score {_rounded(feature.get('score'))} below min_feature_score "
-                                   f"{_rounded(min_feature_score)}")
+        elif feature.get("min_activation") is not None and act < feature["min_activation"]:
+            code, reason = "weak", f"activation {_rounded(act)} below its floor {_rounded(feature['min_activation'])}"
+        elif _below(feature, "score", min_feature_score):
+            code, reason = "low_score", _below(feature, "score", min_feature_score)
+        elif _below(feature, "precision", min_feature_precision):
+            code, reason = "low_precision", _below(feature, "precision", min_feature_precision)
         elif len(writers) >= max_report_features:
             code, reason = "max_features", f"beyond max_report_features={max_report_features}"
         else:
@@ -296,7 +311,7 @@ def why_empty(result: dict) -> str:
     omitted = result.get("omitted") or []
     if not omitted:
         return "(no report: no feature fired on this image)"
-    unscored = sum(o["code"] == "low_score" for o in omitted)
+    unscored = sum(o["code"] in ("low_score", "low_precision") for o in omitted)
     bare = sum(o["code"] == "no_description" for o in omitted)
     parts = ([f"{unscored} whose description was not validated on held-out images"]
              if unscored else []) + ([f"{bare} without a description"] if bare else [])

@@ -98,6 +98,9 @@ class SAERadConfig(PretrainedConfig):
             At most this many features write into one report, strongest first.
         min_feature_score (`float`, *optional*):
             When set, features whose interpretability score is below it (or unknown) are skipped by the composer.
+        min_feature_precision (`float`, *optional*):
+            When set, features whose held-out precision (the share of their description that the reports of the
+            held-out images they fire on state) is below it (or unknown) are skipped by the composer.
         normal_impression (`str`, *optional*, defaults to `"No acute cardiopulmonary abnormality."`):
             The impression written when the active features state no positive or uncertain finding: plain text of at
             most 2,000 characters, without control characters.
@@ -133,6 +136,7 @@ class SAERadConfig(PretrainedConfig):
         min_activation: float = 0.0,
         max_report_features: int = 15,
         min_feature_score: Optional[float] = None,
+        min_feature_precision: Optional[float] = None,
         normal_impression: str = "No acute cardiopulmonary abnormality.",
         saerad_version: str = SAERAD_VERSION,
         **kwargs,
@@ -191,6 +195,9 @@ class SAERadConfig(PretrainedConfig):
         self.min_activation = float(min_activation)
         self.max_report_features = max_report_features
         self.min_feature_score = None if min_feature_score is None else float(min_feature_score)
+        if min_feature_precision is not None and not _real(min_feature_precision):
+            raise ValueError(f"min_feature_precision must be a finite number or null; got {min_feature_precision!r}")
+        self.min_feature_precision = None if min_feature_precision is None else float(min_feature_precision)
         self.normal_impression = normal_impression
         self.saerad_version = saerad_version
         super().__init__(**kwargs)

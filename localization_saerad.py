@@ -2,6 +2,7 @@
 """Where SAE-Rad's features look: a traced forward pass, Grad-CAM (or pixel-gradient) maps of features and of
 sentences, the side of the patient a map points to, and overlays."""
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -60,6 +61,42 @@ def map_side(saliency: torch.Tensor) -> Optional[str]:
         return "central"
     patient_left = float(columns[width - width // 2 :].sum()) / total
     return "left" if patient_left >= 0.6 else "right" if patient_left <= 0.4 else "bilateral"
+
+
+_SIDE = re.compile(r"\b(left|right)\b", re.I)
+_BOTH_SIDES = re.compile(r"\b(bilateral(ly)?|both|bibasilar|bibasal|biapical)\b", re.I)
+_SIDE_WORD = re.compile(r"\b(?:left|right)(?:[- ]sided)?\b\s*", re.I)
+
+
+def stated_side(text: str) -> Optional[str]:
+    """The side a sentence's words name: "left", "right", "bilateral" (both named, or a word for both), or None."""
+    named = {m.group(1).lower() for m in _SIDE.finditer(text)}
+    if _BOTH_SIDES.search(text) or len(named) == 2:
+        return "bilateral"
+    return named.pop() if named else None
+
+
+def drop_side(text: str) -> str:
+    """A sentence without its side words ("Right sided pleural effusion." -> "Pleural effusion.")."""
+    out = " ".join(_SIDE_WORD.sub("", text).split())
+    return out[:1].upper() + out[1:]
+
+
+def check_side(sentence: dict) -> None:
+    """Grounding as a check: a sentence naming one side whose own map reads the other side loses its side words;
+    the words it had stay in `stated_text`, and `side_check` says what was done ("dropped")."""
+    said, seen = stated_side(sentence["text"]), sentence.get("side")
+    if said in ("left", "right") and seen in ("left", "right") and said != seen:
+        sentence["stated_text"], sentence["text"] = sentence["text"], drop_side(sentence["text"])
+        sentence["side_check"] = "dropped"
+
+
+def rejoin(composed: dict) -> None:
+    """A composed report's FINDINGS, IMPRESSION and report text again from its sentences (after `check_side`)."""
+    for key, section in (("findings", "findings"), ("impression", "impression")):
+        composed[key] = " ".join(s["text"] for s in composed["sentences"] if s["report_section"] == section)
+    findings, impression = composed["findings"], composed["impression"]
+    composed["report"] = f"FINDINGS: {findings}\n\nIMPRESSION: {impression}" if findings else ""
 
 
 def overlay_map(image: Any, saliency: Any, opacity: float = 0.6) -> Any:
@@ -128,7 +165,8 @@ def feature_maps(traced: Trace, feature_ids: list, d_sae: int, method: str = "gr
 def attach_sentence_maps(traced: Trace, composed: list, activations: torch.Tensor) -> None:
     """Each sentence's map: Grad-CAM of the sum of its features' activations, each weighted by its activation
     (one backward per distinct feature set of an image, not per feature: an IMPRESSION sentence that repeats a
-    FINDINGS one shares its map), and the side read from it."""
+    FINDINGS one shares its map), and the side read from it; a sentence whose side words contradict its map's side
+    loses them (`check_side`)."""
     slot_of = [{} for _ in composed]  # per image: feature set -> slot
     for i, c in enumerate(composed):
         for sentence in c["sentences"]:
@@ -149,6 +187,8 @@ def attach_sentence_maps(traced: Trace, composed: list, activations: torch.Tenso
         for sentence in c["sentences"]:
             m = maps[i, slot_of[i][tuple(sorted(sentence["feature_ids"]))]]
             sentence["localization"], sentence["side"] = m, map_side(m)
+            check_side(sentence)
+        rejoin(c)
 
 
 def directional_maps(traced: Trace, directions: torch.Tensor, method: str = "gradcam") -> torch.Tensor:

@@ -90,8 +90,8 @@ class SAERadGenerateOutput(ModelOutput):
             `feature_overrides`, `overridden` lists the overridden features among them; with `output_localization`,
             `localization` (an `(H, W)` map in [0, 1]) and `side` ("left", "right", "bilateral" or "central").
         omitted (`list[list[dict]]`): per image, active features that wrote nothing, with `feature_id`,
-            `activation`, `reason` (a sentence) and `code` (`"no_description"`, `"low_score"`, `"max_features"` or
-            `"contradicted"`).
+            `activation`, `reason` (a sentence) and `code` (`"no_description"`, `"weak"`, `"low_score"`,
+            `"low_precision"`, `"max_features"` or `"contradicted"`).
         familiarity (`list[dict]`): per image, whether it is like the training images: `available` (False for a
             model without calibration, with a `note`), `score`, `threshold`, `unfamiliar`, `signals`, `warning` and
             `withheld`. `generate(on_unfamiliar=...)`: `"warn"` (default) writes a flagged image's report with a

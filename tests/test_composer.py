@@ -195,3 +195,52 @@ def test_validate_sorts_features_by_id():
     data = tiny_dictionary(4)
     data["features"].reverse()
     assert [f["id"] for f in validate_feature_dictionary(data, 4)["features"]] == [0, 1, 2, 3]
+
+
+def test_min_feature_precision_skips_features_whose_held_out_precision_is_low_or_unknown():
+    features = {0: {**feature(0, "Precise."), "precision": 0.9}, 1: {**feature(1, "Imprecise."), "precision": 0.3},
+                2: feature(2, "Never measured.")}
+    out = compose_report([1.0, 2.0, 3.0], features, min_feature_score=0.75, min_feature_precision=0.6)
+    assert out["findings"] == "Precise."
+    assert sorted((o["feature_id"], o["code"]) for o in out["omitted"]) == [(1, "low_precision"), (2, "low_precision")]
+    assert "held-out precision 0.300 below min_feature_precision 0.600" in out["omitted"][1]["reason"]
+    # unset, nothing changes: dictionaries made before precision was measured compose as before
+    assert compose_report([1.0, 2.0, 3.0], features)["findings"].count(".") == 3
+
+
+@pytest.mark.parametrize("text, side", [
+    ("Small left pleural effusion.", "left"), ("Right perihilar opacities.", "right"),
+    ("Bibasilar atelectasis.", "bilateral"), ("Left and right effusions.", "bilateral"),
+    ("The heart is enlarged.", None),
+])
+def test_stated_side_reads_the_side_words(text, side):
+    from localization_saerad import stated_side
+
+    assert stated_side(text) == side
+
+
+@pytest.mark.parametrize("map_side, text", [("left", "Pleural effusion."), ("right", "Right sided pleural effusion."),
+                                            ("bilateral", "Right sided pleural effusion."),
+                                            ("central", "Right sided pleural effusion.")])
+def test_a_sentence_whose_side_contradicts_its_map_loses_its_side_words(map_side, text):
+    from localization_saerad import check_side
+
+    sentence = {"text": "Right sided pleural effusion.", "side": map_side}
+    check_side(sentence)
+    assert sentence["text"] == text
+    assert ("side_check" in sentence) == (map_side == "left")
+
+
+def test_no_generated_sentence_names_the_side_opposite_its_map(model):
+    from localization_saerad import stated_side
+
+    sided = {i: {**f, "description": f"{'Left' if i % 2 else 'Right'} sided finding number {i}.", "score": 0.9}
+             for i, f in model.features.items()}
+    model.load_feature_dictionary({"schema_version": 1, "features": list(sided.values())})
+    out = model.generate(torch.randn(4, 3, 32, 32), return_dict_in_generate=True, output_localization=True)
+    checked = [s for sentences in out.sentences for s in sentences if s["side"] in ("left", "right")]
+    assert checked, "the tiny model should map some sentence to one side"
+    for s in checked:
+        assert stated_side(s["text"]) in (None, s["side"]) and ("side_check" in s) == ("stated_text" in s)
+    for sentences, findings in zip(out.sentences, out.findings):
+        assert findings == " ".join(s["text"] for s in sentences if s["report_section"] == "findings")

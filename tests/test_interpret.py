@@ -189,3 +189,75 @@ def test_a_feature_of_the_normal_images_is_described_and_scored_as_no_finding():
     # a firing report's own No Finding sentence is preferred to the fixed one
     own = extractive_description(Corpus([r + " No acute disease." for r in normal] + abnormal), list(range(12)))
     assert own == "No acute disease."
+
+
+def test_enrichment_states_what_the_exemplars_state_more_often_than_the_corpus_not_the_most_frequent():
+    from saerad.interpret.describe import enriched_description
+
+    reports = (["Low lung volumes. Small left pleural effusion."] * 6 + ["Low lung volumes."] * 4
+               + ["Low lung volumes."] * 50 + ["The lungs are clear."] * 40)
+    corpus = Corpus(reports)
+    # all ten exemplars state low lung volumes, as 60% of the corpus does; six state the effusion, which no other does
+    assert enriched_description(corpus, list(range(10))) == "Small left pleural effusion."
+    # a statement one exemplar in ten makes is not what the feature is about, however rare
+    lone = Corpus(["Tiny calcified granuloma. Low lung volumes."] + ["Low lung volumes."] * 9 + ["Clear."] * 90)
+    assert enriched_description(lone, list(range(10))) == "Low lung volumes."
+    # nothing enriched: no description, rather than a statement every report makes
+    assert enriched_description(Corpus(["Low lung volumes."] * 50), list(range(10))) == ""
+
+
+def test_enrichment_names_a_side_only_where_the_exemplars_agree_on_it():
+    from saerad.interpret.describe import enriched_description
+
+    normal = ["The lungs are clear."] * 80
+    split = ["Left pleural effusion."] * 5 + ["Right pleural effusion."] * 5 + ["Pleural effusion."] * 2
+    corpus = Corpus(split + normal)
+    assert enriched_description(corpus, list(range(10))) == "Pleural effusion."
+    agree = ["Left pleural effusion."] * 9 + ["Right pleural effusion."] + ["Pleural effusion."] * 2
+    assert enriched_description(Corpus(agree + normal), list(range(10))) == "Left pleural effusion."
+
+
+def test_held_out_precision_is_the_share_of_firing_rows_whose_report_states_the_description():
+    reports = ["Moderate cardiomegaly."] * 3 + ["The heart size is normal."] * 7
+    features = [{"id": 0, "description": "Cardiomegaly.", "findings": tag_description("Cardiomegaly.")[0]}]
+    acts = np.zeros((10, 1))
+    acts[[0, 1, 2, 3], 0] = 1.0  # fires on the 3 cardiomegaly rows and one normal one
+    score_features(features, acts, ReportIndex(reports), min_support=2)
+    assert features[0]["precision"] == 0.75 and features[0]["score"] == 0.875  # ranks well, wrong one time in 4
+
+
+def test_precision_threshold_chosen_on_held_out_rows_drops_the_imprecise_feature():
+    from saerad.interpret.score import choose_precision_threshold
+
+    reports = ["Cardiomegaly. Small pleural effusion."] * 2 + ["Cardiomegaly."] * 8 + ["The lungs are clear."] * 10
+    index = ReportIndex(reports)
+    features = [{"id": i, "description": d, "findings": tag_description(d)[0], "section": "lungs", "score": 0.9}
+                for i, d in enumerate(["Cardiomegaly.", "Pleural effusion."])]
+    acts = np.zeros((20, 2))
+    acts[:10, 0] = 2.0  # the cardiomegaly feature fires on the cardiomegaly rows
+    acts[:18, 1] = 1.0  # the effusion feature fires almost everywhere: two of its eighteen reports state it
+    score_features(features, acts, index, min_support=1)
+    threshold, fbeta = choose_precision_threshold(features, acts, index, min_score=None)  # on precision alone
+    assert features[1]["precision"] < threshold <= features[0]["precision"]
+    assert fbeta[threshold] > fbeta[0.0]
+
+
+def test_activation_floor_is_where_the_firing_rows_stop_being_precise():
+    from saerad.interpret.score import activation_floor
+
+    acts = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    states = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])  # strong firings are true, weak ones are not
+    assert activation_floor(acts, states, target=1.0, min_rows=2) == 3.0
+    assert activation_floor(acts, states, target=0.75, min_rows=2) == 2.0
+    assert activation_floor(acts, states, target=0.0, min_rows=2) == 0.5
+    assert activation_floor(acts, states, target=1.0, min_rows=4) is None  # never precise over 4 rows
+
+
+def test_a_feature_below_its_own_floor_writes_nothing():
+    from composition_saerad import compose_report
+
+    features = {0: {"id": 0, "description": "Cardiomegaly.", "section": "heart/mediastinum", "findings": [],
+                    "score": 0.9, "min_activation": 2.0}}
+    assert compose_report([3.0], features)["findings"] == "Cardiomegaly."
+    weak = compose_report([1.0], features)
+    assert weak["findings"] == "" and weak["omitted"][0]["code"] == "weak"

@@ -207,6 +207,9 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
     features = data.get("features") if isinstance(data.get("features"), list) else []
     if min_feature_score is None and any(isinstance(f, dict) and f.get("score") is not None for f in features):
         min_feature_score = data.get("score_threshold")
+    # the held-out precision a feature needs, chosen by `saerad interpret` (older dictionaries have none)
+    min_feature_precision = data.get("precision_threshold") if any(
+        f.get("precision") is not None for f in data.get("features", [])) else None
     overrides = {k: v for k, v in (("max_report_features", max_report_features), ("min_activation", min_activation))
                  if v is not None}
     vision_dict = vision.to_dict()
@@ -215,7 +218,7 @@ def build(backbone: str, sae_dir: str, dictionary: str, out: str, results: Optio
         config = SAERadConfig(vision_config=vision_dict, pooling=sae_config.get("pooling") or "cls",
                               d_in=sae_config["d_in"], sae_architecture=sae_config["architecture"],
                               d_sae=sae_config["d_sae"], k=sae_config["k"] or 1, min_feature_score=min_feature_score,
-                              **overrides)
+                              min_feature_precision=min_feature_precision, **overrides)
         model = SAERadModel(config).eval()
         model.vision_model.load_state_dict(backbone_model.state_dict())
         model.sae.load_state_dict(sae_weights)

@@ -1,12 +1,14 @@
-"""Fresh phantom patients with one drawn finding each: does a model's report state what was drawn, on its side?
+"""Fresh phantom patients with known findings: what a model's reports say of them (scored in `truth`).
 
 The patients' seeds come from a namespace of their own (`fresh-phantom:`), outside IU-phantom's splits (seeded by
-report id) and the pretraining stream (seeded by run), so no image here was trained, validated or tested on.
+report id) and the pretraining stream (seeded by run), so no image here was trained, validated or tested on. Cases
+draw 0 to 3 findings, either from a list of every drawable finding (each lateralised one on both sides) or as the
+training split's phantoms hold them (its rows with that many findings, drawn again on a new patient).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import random
 
 # The labeler's observation that states each drawn phantom finding.
 OBSERVATION_OF = {
@@ -21,13 +23,6 @@ OBSERVATION_OF = {
     "scoliosis": "Spinal Curvature", "tortuous_aorta": "Tortuous Aorta", "calcified_aorta": "Aortic Calcification",
     "hiatal_hernia": "Hiatal Hernia", "osteopenia": "Osteopenia",
 }
-# What the benchmark draws by default: the common findings, each lateralised one on both sides, and normal patients.
-DEFAULT_CASES = (
-    ("cardiomegaly", None), ("pleural_effusion", "left"), ("pleural_effusion", "right"), ("pneumothorax", "left"),
-    ("pneumothorax", "right"), ("consolidation", "left"), ("consolidation", "right"), ("pacemaker", None),
-    ("central_line", "right"), ("hyperinflation", None), ("low_lung_volumes", None), ("edema", None),
-    ("opacity", "right"), ("calcified_granuloma", None), ("hiatal_hernia", None), ("normal", None),
-)
 
 
 def fresh_seed(case: str, index: int) -> int:
@@ -37,50 +32,59 @@ def fresh_seed(case: str, index: int) -> int:
     return stable_hash(f"fresh-phantom:{case}:{index}")
 
 
-def stated(report: str, label: str, side: Optional[str] = None) -> tuple[bool, bool]:
-    """Whether `report` states the drawn finding (a positive or uncertain mention of its observation), and whether it
-    states it on `side` (a mention with that laterality, or bilateral)."""
-    from ..labeler import label_mentions
+def drawable_findings() -> list[dict]:
+    """Every finding a phantom draws and the labeler names, each lateralised one on the left and on the right."""
+    from ..data.phantom import LABELS
 
-    observation = OBSERVATION_OF[label]
-    hits = [m for m in label_mentions(report) if m["label"] == observation and m["status"] != "negative"]
-    return bool(hits), any(m["laterality"] in (side, "bilateral") for m in hits)
+    return [{"label": label, "laterality": side} for label in sorted(OBSERVATION_OF)
+            for side in (("left", "right") if LABELS[label] else (None,))]
 
 
-def states_a_finding(report: str) -> bool:
-    """Whether a report states any finding (a positive or uncertain mention other than No Finding)."""
-    from ..labeler import label_mentions
-
-    return any(m["label"] != "No Finding" and m["status"] != "negative" for m in label_mentions(report))
+_EXCLUSIVE = {"hyperinflation", "low_lung_volumes"}  # one chest is not both
 
 
-def fresh_phantom_rows(model, processor, n: int = 24, cases: tuple = DEFAULT_CASES, size: int = 256) -> list[dict]:
-    """Per case (a phantom label and side, or `normal`): images, how many reports state the finding, how many on its
-    side, and how many state some finding at all (for normal patients, the false alarms)."""
+def truth_cases(train_findings: list, n_single: int = 8, n_combo: int = 48, n_normal: int = 48,
+                namespace: str = "truth") -> list[tuple[str, list, int]]:
+    """(group, drawn findings, patient seed) of the benchmark: `n_normal` patients with none; each drawable finding
+    alone on `n_single`; `n_combo` patients with 2 and with 3 distinct listed findings; and `n_combo` with 1, 2 and 3
+    findings as rows of `train_findings` (one list of drawn findings per training row) hold them. `namespace` picks
+    the patients (another namespace, other patients)."""
+    rng = random.Random(f"{namespace}:cases")
+    listed = drawable_findings()
+    cases = [("normal", [], fresh_seed(f"{namespace}:normal", i)) for i in range(n_normal)]
+    for f in listed:
+        cases += [("listed, 1 finding", [f], fresh_seed(f"{namespace}:{f}", i)) for i in range(n_single)]
+    labels = sorted({f["label"] for f in listed})
+    for k in (2, 3):
+        for i in range(n_combo):
+            chosen = rng.sample(labels, k)
+            while _EXCLUSIVE <= set(chosen):
+                chosen = rng.sample(labels, k)
+            drawn = [rng.choice([f for f in listed if f["label"] == label]) for label in chosen]
+            cases.append((f"listed, {k} findings", drawn, fresh_seed(f"{namespace}:list{k}", i)))
+    for k in (1, 2, 3):
+        pool = [row for row in train_findings if len(row) == k and all(f["label"] in OBSERVATION_OF for f in row)]
+        for i in range(n_combo if pool else 0):
+            drawn = [dict(f) for f in rng.choice(pool)]
+            cases.append((f"as in training, {k} finding{'s' * (k > 1)}", drawn, fresh_seed(f"{namespace}:train{k}", i)))
+    return cases
+
+
+def run_cases(model, processor, cases: list, size: int = 256, batch_size: int = 32,
+              output_localization: bool = False) -> list[dict]:
+    """Each case's phantom through the model: its group, drawn findings, FINDINGS and sentences (text, features and,
+    with `output_localization`, the side their map reads and what the map-side check did)."""
     from ..data.phantom import render
     from ..generate import generate
 
-    rows = []
-    for label, side in cases:
-        name = label if side is None else f"{side} {label}"
-        findings = [] if label == "normal" else [{"label": label, "laterality": side}]
-        images = [render(findings, seed=fresh_seed(name, i), size=size) for i in range(n)]
-        reports = [r["findings"] for r in generate(model, processor, images)]
-        row = {"case": name, "images": n, "any_finding": sum(states_a_finding(r) for r in reports)}
-        if label != "normal":
-            hits = [stated(r, label, side) for r in reports]
-            row["stated"] = sum(h[0] for h in hits)
-            row["on_side"] = sum(h[1] for h in hits) if side else None
-        rows.append(row)
-    return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    """The table the README shows."""
-    lines = ["| drawn finding | images | report states it | on the drawn side | report states any finding |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        n = r["images"]
-        pct = lambda k: "–" if r.get(k) is None else f"{r[k] / n:.0%}"  # noqa: E731
-        lines.append(f"| {r['case']} | {n} | {pct('stated')} | {pct('on_side')} | {pct('any_finding')} |")
-    return "\n".join(lines) + "\n"
+    out = []
+    for start in range(0, len(cases), batch_size):
+        batch = cases[start : start + batch_size]
+        images = [render(drawn, seed=seed, size=size) for _, drawn, seed in batch]
+        results = generate(model, processor, images, batch_size=batch_size, output_localization=output_localization)
+        for (group, drawn, seed), result in zip(batch, results):
+            keep = ("text", "feature_ids", "side", "side_check", "stated_text")
+            out.append({"group": group, "seed": seed, "drawn": drawn, "findings": result["findings"],
+                        "sentences": [{k: s[k] for k in keep if k in s}
+                                      for s in result["sentences"] if s["report_section"] == "findings"]})
+    return out

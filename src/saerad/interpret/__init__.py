@@ -14,7 +14,7 @@ from ..outputs import atomic_write
 from .corpus import Corpus, Description, Feature
 from .describe import make_describer, tag_description
 from .mine import load_sae, mine
-from .score import MIN_SUPPORT, ReportIndex, score_features
+from .score import MIN_SUPPORT, ReportIndex, choose_floors, score_features
 
 SCORE_THRESHOLD = 0.75
 ULTRA_DENSE = 0.5  # features firing on more than half the images describe nothing in particular
@@ -87,8 +87,12 @@ def _metrics(features: list[dict]) -> dict:
 
 def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: str = "extractive",
               top_k: int = 32, score_embeddings: Optional[str] = None, holdout: Optional[float] = None,
-              score_threshold: float = SCORE_THRESHOLD, min_score_support: int = MIN_SUPPORT) -> dict:
-    """Mine, describe and score every feature; write `feature_dictionary.json` and `interpret_metrics.json`."""
+              score_threshold: float = SCORE_THRESHOLD, min_score_support: int = MIN_SUPPORT,
+              precision_threshold: Optional[float] = None) -> dict:
+    """Mine, describe and score every feature; write `feature_dictionary.json` and `interpret_metrics.json`. A
+    feature writes when its held-out AUROC reaches `score_threshold` and its held-out precision reaches
+    `precision_threshold`; with None, each feature also gets an activation floor fitted on the training rows and the
+    two thresholds are chosen on the held-out rows (`choose_floors`)."""
     from tqdm.auto import tqdm
 
     from ..embed import load_embeddings, read_manifest
@@ -132,15 +136,26 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
             for f, d in zip(batch, describe(corpus, batch)):
                 _record(features[f.id], d)
             bar.update(len(batch))
-    score_features(features, _activations(sae, hx), ReportIndex(held_texts), min_support=min_score_support)
+    held_acts, index = _activations(sae, hx), ReportIndex(held_texts)
+    score_features(features, held_acts, index, min_support=min_score_support)
+    fbeta, floor_target = None, None
+    if precision_threshold is None:
+        train = (_activations(sae, train_x), ReportIndex(train_texts))
+        (floor_target, precision_threshold), fbeta = choose_floors(features, train, (held_acts, index), score_threshold)
     for feature in features:
         if feature["description"] and feature["score"] is None:
             feature["flags"].append("low_support")
         elif feature["description"] and feature["score"] < score_threshold:
             feature["flags"].append("low_score")
+        elif feature["description"] and (feature["precision"] is None or feature["precision"] < precision_threshold):
+            feature["flags"].append("low_precision")
     metrics = {**_metrics(features), "min_score_support": min_score_support, "score_threshold": score_threshold,
+               "precision_threshold": precision_threshold, "floor_target": floor_target,
+               "heldout_fbeta": {f"{t}/{q}": v for (t, q), v in fbeta.items()} if fbeta else None,
+               "n_low_precision": sum("low_precision" in f["flags"] for f in features),
                "describer": describer, "n_train": len(train_texts), "n_heldout": len(held_texts)}
     dictionary = {"schema_version": 1, "describer": describer, "score_threshold": score_threshold,
+                  "precision_threshold": precision_threshold,
                   "sae": {k: sae_config.get(k) for k in ("architecture", "d_in", "d_sae", "k")}, "features": features}
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ default describer states and the LLM describers fall back to."""
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -36,6 +36,7 @@ class Corpus:
         self.sentences: list[list[tuple[str, frozenset, bool]]] = []  # (sentence, statements, free of de-id tokens)
         self.statements: list[set] = []  # single statements (one finding, or one finding-free sentence) per report
         self.statement_df: Counter = Counter()
+        self.unsided_df: Counter = Counter()  # the same, a finding's side aside
         memo: dict = {}
         for report in reports:
             items = []
@@ -52,6 +53,7 @@ class Corpus:
                 stated.add(NO_FINDING)
             self.statements.append(stated)
             self.statement_df.update(stated)
+            self.unsided_df.update({_unsided(s) for s in stated})
         self.n = max(1, len(reports))
 
 
@@ -77,20 +79,63 @@ def extractive_description(corpus: Corpus, rows: Sequence[int], firing: Optional
         score = 0.5 * (1 + tpr - fpr)
         if score > best_score or (score == best_score and best is not None and repr(statement) < repr(best)):
             best, best_score = statement, score
-    if best is None:
-        return ""
-    # Say it with the firing reports' own sentence: one that states only this, else the most common one that states
-    # it (sentences that lost a de-id token last, then shorter).
-    options: Counter = Counter()
-    for r in firing:
-        for sentence, statements, clean in corpus.sentences[r]:
-            if best in statements:
-                options[(len(statements) > 1, not clean, sentence)] += 1
+    return _say(corpus, best, firing) if best is not None else ""
+
+
+def _say(corpus: Corpus, statement: tuple, rows: Sequence[int]) -> str:
+    """A statement in the reports' own words: a sentence of `rows` that states only it, else the most common one
+    that states it (sentences that lost a de-id token last, then shorter); else one from the whole corpus."""
+    for where in (rows, range(len(corpus.sentences))):
+        options: Counter = Counter()
+        for r in where:
+            for sentence, statements, clean in corpus.sentences[r]:
+                if statement in statements:
+                    options[(len(statements) > 1, not clean, sentence)] += 1
+        if options:
+            break
     if not options:  # No Finding, which normal FINDINGS state by saying nothing abnormal
-        return NORMAL_SENTENCE
+        return NORMAL_SENTENCE if statement == NO_FINDING else ""
     (_, _, sentence), _ = min(options.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1], len(kv[0][2]), kv[0][2]))
     sentence = sentence[0].upper() + sentence[1:]
     return sentence if sentence.endswith((".", "!", "?")) else sentence + "."
+
+
+def _unsided(statement: tuple) -> tuple:
+    kind, what = statement
+    return (kind, (what[0], what[1], "")) if kind == "finding" else statement
+
+
+def enriched_description(corpus: Corpus, rows: Sequence[int], min_share: float = 0.5, min_lift: float = 2.0,
+                         side_agreement: float = 0.75, prior: float = 2.0) -> str:
+    """The statement a feature's exemplar `rows` state most MORE often than the corpus does (enrichment: the share
+    of exemplar reports stating it over the corpus share, shrunk toward 1 by `prior` pseudo-rows), among those that
+    at least `min_share` of the exemplar reports state and that reach `min_lift`; "" when none does. A finding takes
+    a side only when `side_agreement` of the exemplar reports that state it with a side agree on one, and those are
+    most of the reports stating it; else it is said without a side."""
+    rows = sorted({r for r in rows if r >= 0})
+    if not rows:
+        return ""
+    counts, sides = Counter(), defaultdict(Counter)
+    for r in rows:
+        stated = {_unsided(s) for s in corpus.statements[r]}
+        counts.update(stated)
+        for kind, what in corpus.statements[r]:
+            if kind == "finding" and what[2]:
+                sides[_unsided((kind, what))][what[2]] += 1
+    best, best_lift = None, min_lift
+    for statement, c in sorted(counts.items(), key=lambda kv: repr(kv[0])):
+        base = corpus.unsided_df[statement] / corpus.n
+        lift = (c + prior * base) / (len(rows) + prior) / base
+        if c >= min_share * len(rows) and lift > best_lift:
+            best, best_lift = statement, lift
+    if best is None:
+        return ""
+    if best[0] == "finding" and sides[best]:
+        side, n_side = sides[best].most_common(1)[0]
+        n_sided = sum(sides[best].values())
+        if n_side >= side_agreement * n_sided and n_sided > counts[best] / 2:
+            return _say(corpus, ("finding", (*best[1][:2], side)), rows)
+    return _say(corpus, best, rows)
 
 
 @dataclass

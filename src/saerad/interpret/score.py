@@ -9,6 +9,12 @@ high only when the reports of the rows it fires on state its description and the
 whatever its firing frequency. A feature that fires on fewer than `min_support` held-out rows (or is silent on fewer)
 is not scored: one or two firings give an AUROC that is mostly chance (on the demo's 324 validation rows, 55 of the
 153 features at AUROC >= 0.75 fired on one or two rows).
+
+An AUROC says the description ranks the rows; it does not say the description is true where the feature fires (a
+feature firing on 40% of the rows whose reports state cardiomegaly and on 10% of the others ranks well and is wrong
+two times in three). So each scored feature also gets its held-out precision: the mean share of its description that
+the reports of the rows it fires on state. `choose_precision_threshold` picks, on the same held-out rows, the precision
+a feature needs to write: the one whose composed reports agree best with the references, precision weighted twice.
 """
 
 from __future__ import annotations
@@ -75,13 +81,110 @@ class ReportIndex:
 
 def score_features(features: list[dict], activations: np.ndarray, index: ReportIndex,
                    min_support: int = MIN_SUPPORT) -> None:
-    """Write each described feature's detection AUROC into `feature["score"]` and the number of held-out rows it fires
-    on into `feature["score_support"]`; the score is None when it fires, or is silent, on fewer than `min_support`."""
+    """Write each described feature's detection AUROC into `feature["score"]`, its held-out precision into
+    `feature["precision"]` and the number of held-out rows it fires on into `feature["score_support"]`; score and
+    precision are None when it fires, or is silent, on fewer than `min_support`."""
     for feature in features:
         fires = activations[:, feature["id"]] > 0
         feature["score_support"] = int(fires.sum())
         if not feature["description"] or min(fires.sum(), (~fires).sum()) < max(1, min_support):
-            feature["score"] = None
+            feature["score"] = feature["precision"] = None
             continue
         predicted = [index.states(i, feature["findings"], feature["description"]) for i in range(activations.shape[0])]
         feature["score"] = auroc(predicted, fires)
+        feature["precision"] = float(np.mean(np.asarray(predicted)[fires]))
+
+
+PRECISION_GRID = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FLOOR_GRID = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
+PRECISION_SUPPORT = 3  # held-out rows above a feature's floor for its precision to count as measured
+
+
+def _stated(mentions: list) -> set:
+    return {(m["label"], m["laterality"] or "") for m in mentions if m["status"] != "negative"}
+
+
+def _fbeta(features: dict, rows: list, truth: list, min_score: Optional[float], min_precision: Optional[float],
+           beta: float) -> float:
+    """F-beta of the composed reports' stated findings (observation and side, No Finding included) against the
+    references'."""
+    from composition_saerad import compose_report
+
+    reports = [compose_report(row, features, min_feature_score=min_score,
+                              min_feature_precision=min_precision)["findings"] for row in rows]
+    tp = n_written = n_true = 0
+    for report, mentions, reference in zip(reports, ReportIndex(reports).mentions, truth):
+        written = _stated(mentions) if report else set()  # an empty report states nothing, not No Finding
+        tp, n_written, n_true = tp + len(written & reference), n_written + len(written), n_true + len(reference)
+    p, r = tp / max(1, n_written), tp / max(1, n_true)
+    return (1 + beta**2) * p * r / max(1e-9, beta**2 * p + r)
+
+
+def choose_precision_threshold(features: list[dict], activations: np.ndarray, index: ReportIndex,
+                               min_score: Optional[float], grid: Sequence[float] = PRECISION_GRID,
+                               beta: float = 0.5) -> tuple[float, dict]:
+    """The lowest precision threshold of `grid` whose composed held-out reports best match the references' stated
+    findings by F-beta (`beta` 0.5: precision counts twice), and the F-beta of every threshold. Features below
+    `min_score` never write, as in the composer."""
+    truth, by_id, rows = [_stated(m) for m in index.mentions], {f["id"]: f for f in features}, activations.tolist()
+    fbeta = {t: _fbeta(by_id, rows, truth, min_score, t, beta) for t in grid}
+    return max(grid, key=lambda t: (round(fbeta[t], 6), -t)), fbeta
+
+
+def activation_floor(acts: np.ndarray, states: np.ndarray, target: float, min_rows: int) -> Optional[float]:
+    """The lowest activation at and above which the rows' mean `states` (how much of the description their reports
+    state) reaches `target`, over at least `min_rows` rows; None when no activation does."""
+    order = np.argsort(-acts, kind="stable")
+    cumulative = np.cumsum(states[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero((cumulative >= target - 1e-9) & (np.arange(1, len(order) + 1) >= min_rows))[0]
+    return float(acts[order][ok[-1]]) if len(ok) else None
+
+
+def fit_floors(features: list[dict], activations: np.ndarray, index: ReportIndex, targets: Sequence[float],
+               min_rows: int = MIN_SUPPORT) -> dict:
+    """{target: {feature id: floor or None}} on the rows of `activations` (the training rows): per described feature,
+    the activation under which its firing rows' reports no longer state its description with precision `target`."""
+    floors: dict = {t: {} for t in targets}
+    for feature in features:
+        if not feature["description"]:
+            continue
+        column = activations[:, feature["id"]]
+        rows = np.nonzero(column > 0)[0]
+        states = np.array([index.states(i, feature["findings"], feature["description"]) for i in rows])
+        for t in targets:
+            floors[t][feature["id"]] = activation_floor(column[rows], states, t, min_rows) if len(rows) else None
+    return floors
+
+
+def apply_floors(features: list[dict], floors: dict, activations: np.ndarray, index: ReportIndex,
+                 min_rows: int = PRECISION_SUPPORT) -> None:
+    """Write each feature's floor into `feature["min_activation"]` and its held-out precision above the floor into
+    `feature["precision"]` (None without a floor or with fewer than `min_rows` held-out rows above it)."""
+    for feature in features:
+        floor = floors.get(feature["id"])
+        feature["min_activation"], feature["precision"] = floor, None
+        if floor is None or not feature["description"]:
+            continue
+        rows = np.nonzero(activations[:, feature["id"]] >= max(floor, 1e-12))[0]
+        if len(rows) >= min_rows:
+            feature["precision"] = float(np.mean([index.states(i, feature["findings"], feature["description"])
+                                                  for i in rows]))
+
+
+def choose_floors(features: list[dict], train: tuple, held: tuple, min_score: Optional[float],
+                  targets: Sequence[float] = FLOOR_GRID, precisions: Sequence[float] = PRECISION_GRID,
+                  beta: float = 1.0) -> tuple[tuple, dict]:
+    """Per-feature activation floors fitted on the training rows (`train`: activations, ReportIndex) at each target
+    precision, and a held-out precision threshold; the pair whose composed held-out reports (`held`) score the best
+    F-beta, written into the features (`apply_floors`). Returns ((target, threshold), F-beta of every pair)."""
+    floors = fit_floors(features, *train, targets)
+    truth, rows = [_stated(m) for m in held[1].mentions], held[0].tolist()
+    fbeta = {}
+    for t in targets:
+        apply_floors(features, floors[t], *held)
+        by_id = {f["id"]: f for f in features}
+        for q in precisions:
+            fbeta[(t, q)] = _fbeta(by_id, rows, truth, min_score, q, beta)
+    best = max(fbeta, key=lambda k: (round(fbeta[k], 6), -k[0], -k[1]))
+    apply_floors(features, floors[best[0]], *held)
+    return best, fbeta
