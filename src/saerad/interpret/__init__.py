@@ -58,8 +58,14 @@ def _holdout_mask(ids: list[str], fraction: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def _activations(sae, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
-    return torch.cat([sae.encode(sae.normalize(x[s : s + batch].float())) for s in range(0, len(x), batch)]).numpy()
+def _firing(sae, x: torch.Tensor, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, features) where the SAE fires on `x`, a batch at a time: O(n * L0) memory, never (n, d_sae)."""
+    rows, feats = [], []
+    for start in range(0, len(x), batch):
+        r, f = sae.encode(sae.normalize(x[start : start + batch].float())).nonzero(as_tuple=True)
+        rows.append((r + start).numpy())
+        feats.append(f.numpy())
+    return np.concatenate(rows), np.concatenate(feats)
 
 
 def _record(feature: dict, description: Description) -> None:
@@ -132,7 +138,7 @@ def interpret(sae_dir: str, embeddings: str, reports: str, out: str, describer: 
             for f, d in zip(batch, describe(corpus, batch)):
                 _record(features[f.id], d)
             bar.update(len(batch))
-    score_features(features, _activations(sae, hx), ReportIndex(held_texts), min_support=min_score_support)
+    score_features(features, _firing(sae, hx), ReportIndex(held_texts), min_support=min_score_support)
     for feature in features:
         if feature["description"] and feature["score"] is None:
             feature["flags"].append("low_support")
