@@ -53,7 +53,7 @@ class Trainer:
         # Inputs scaled so that E||x|| = sqrt(d_in); the scale is folded into the exported weights.
         self.scale = float(math.sqrt(d_in) / x.norm(dim=1).mean().clamp_min(1e-12))
         self.x = x * self.scale
-        self.fingerprint = hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()  # resume refuses others
+        self.fingerprint = hashlib.sha256(x.contiguous().numpy()).hexdigest()  # resume refuses others (no copy)
         self.n = n
         world = self.acc.num_processes
         self.batch = min(config.batch_size, n if n < world else n - n % world)
