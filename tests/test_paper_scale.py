@@ -27,3 +27,28 @@ def test_small_paper_scale_run_recovers_and_describes_planted_concepts(paper_sca
     assert "sae-rad" in result["evaluation"] and result["evaluation"]["sae-rad"]["micro_f1_14"] is not None
     manifest = (tmp_path / "run" / "embeddings" / "test" / "manifest.json")
     assert manifest.exists()  # the cache is the one `saerad embed` writes, read back by the commands
+
+
+def test_large_dictionary_validation_still_names_the_bad_exemplar_and_depth():
+    from modeling_saerad import validate_feature_dictionary
+
+    features = [{"id": i, "description": "Planted sign.", "section": "other", "findings": [],
+                 "exemplars": [f"train-{i}-{j}" for j in range(32)]} for i in range(5000)]
+    data = {"schema_version": 1, "features": features}
+    assert len(validate_feature_dictionary(data, 5000)["features"]) == 5000
+    features[4000]["exemplars"][3] = "bad\u0000id"
+    with pytest.raises(ValueError, match=r"features\[4000\]\.exemplars\[3\] holds control characters"):
+        validate_feature_dictionary(data, 5000)
+    features[4000]["exemplars"][3] = "x" * 300
+    with pytest.raises(ValueError, match=r"features\[4000\]\.exemplars\[3\] is 300 characters"):
+        validate_feature_dictionary(data, 5000)
+    features[4000]["exemplars"] = ["ok", 7]
+    with pytest.raises(ValueError, match=r"features\[4000\]\.exemplars\[1\] must be a string"):
+        validate_feature_dictionary(data, 5000)
+    nested: list = []
+    for _ in range(20):
+        nested = [nested]
+    features[4000]["exemplars"] = ["ok"]
+    features[4000]["extra"] = nested
+    with pytest.raises(ValueError, match="nested deeper"):
+        validate_feature_dictionary(data, 5000)
