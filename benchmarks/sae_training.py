@@ -16,9 +16,9 @@ The paper's step (gated, d_in 768, x64 = 49,152 features, batch 4096) against th
 
 times one GEMM of the step's shape (4096 x 768 x 49,152) and whole training steps (`Trainer._train_step`: loss,
 backward, clip, Adam) in alternation, and prints the step's efficiency: the GEMMs the step must do (7: three forward,
-four backward) times the GEMM's time, over the step's time. With `--baseline COMMIT` the gated SAE of that commit
-(its `src/saerad/sae/architectures.py`, read with git) runs beside today's: step time at `--baseline-d-sae`, and FVU,
-L0 and dead fraction after training both on one fixed small problem.
+four backward) times the GEMM's time, over the step's time. With `--baseline COMMIT` instead, the gated SAE of that
+commit (its `src/saerad/sae/architectures.py`, read with git) runs beside today's: step time at `--baseline-d-sae`
+(batch 4096), and FVU, L0 and dead fraction after training both on one fixed small problem.
 """
 
 import argparse
@@ -166,17 +166,18 @@ def paper_step(args) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2 * n, d_in, generator=g) + 1.0
     a, w = torch.randn(n, d_in, generator=g), torch.randn(d_in, d_sae, generator=g)
-    print(f"{torch.get_num_threads()} threads; step: gated, d_in {d_in}, d_sae {d_sae}, batch {n}")
-    with tempfile.TemporaryDirectory() as tmp:
-        step, gemm = step_seconds(gated_trainer(x, d_sae, n, tmp), args.repeats, lambda: a @ w)
-    flops = 2 * n * d_in * d_sae
-    print(f"GEMM {n}x{d_in}x{d_sae}: {gemm:.2f} s ({flops / gemm / 1e9:.0f} GFLOPS); step {step:.2f} s = "
-          f"{step / gemm:.2f} GEMMs; efficiency (7 GEMMs / step) {7 * gemm / step:.0%}")
     if not args.baseline:
+        print(f"{torch.get_num_threads()} threads; step: gated, d_in {d_in}, d_sae {d_sae}, batch {n}")
+        with tempfile.TemporaryDirectory() as tmp:
+            step, gemm = step_seconds(gated_trainer(x, d_sae, n, tmp), args.repeats, lambda: a @ w)
+        flops = 2 * n * d_in * d_sae
+        print(f"GEMM {n}x{d_in}x{d_sae}: {gemm:.2f} s ({flops / gemm / 1e9:.0f} GFLOPS); step {step:.2f} s = "
+              f"{step / gemm:.2f} GEMMs; efficiency (7 GEMMs / step) {7 * gemm / step:.0%}")
         return
     old = baseline_gated(args.baseline)
     m = args.baseline_d_sae
     w = torch.randn(d_in, m, generator=g)
+    print(f"{torch.get_num_threads()} threads; before ({args.baseline}) and after, d_sae {m}, batch {n}")
     rows = []
     for name, cls in ((args.baseline, old), ("today", None)):
         with tempfile.TemporaryDirectory() as tmp:
