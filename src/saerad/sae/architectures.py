@@ -303,19 +303,17 @@ class _GatedDense(torch.autograd.Function):
         P = torch.empty(n, d_sae, dtype=centred.dtype, device=centred.device)
         F, G = torch.empty_like(P), torch.empty_like(P)
         chunk, scale = _row_chunks(P), r_mag.exp()
-        gate_sum, peak = torch.zeros_like(b_gate), torch.zeros_like(b_gate)
-        active = torch.zeros((), dtype=torch.float64, device=P.device)  # exact counts past 2**24
+        gate_sum, counts = torch.zeros_like(b_gate), torch.zeros_like(b_gate)  # counts: rows each feature fires on
         for s in range(0, n, chunk):
             p, f, g = P[s : s + chunk], F[s : s + chunk], G[s : s + chunk]
             torch.mm(centred[s : s + chunk], W_enc, out=p)
             torch.add(p, b_gate, out=g).clamp_(min=0)  # ReLU(pi_gate); > 0 exactly where the gate is open
             torch.addcmul(b_mag, p, scale, out=f).clamp_(min=0).mul_(torch.sign(g))
             gate_sum += g.sum(0)
-            active += torch.sign(f).sum(dtype=torch.float64)  # f >= 0: its sign counts the active pairs
-            torch.maximum(peak, f.amax(0), out=peak)
+            counts += torch.sign(f).sum(0)  # f >= 0: its sign is 1 where the feature fires
         norms = W_dec.norm(dim=1)
         x_hat, gate_hat = F @ W_dec, G @ W_dec
-        fired, l0 = peak > 0, (active / n).to(P.dtype)
+        fired, l0 = counts > 0, (counts.sum(dtype=torch.float64) / n).to(P.dtype)
         ctx.save_for_backward(centred, W_enc, b_gate, r_mag, W_dec, norms, gate_sum)  # centred: (batch, d_in)
         ctx.buffers = (P, F, G)
         ctx.mark_non_differentiable(fired, l0)  # statistics, not terms of the loss
@@ -377,8 +375,8 @@ class GatedSAE(SAE):
         return (projection + self.b_gate > 0) * torch.relu(projection * self.r_mag.exp() + self.b_mag)
 
     def loss(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
-        with torch.no_grad():  # the share of open gates decides the path, read off every 16th row of the batch
-            sample = (x[:: max(1, len(x) // 256)] - self.b_dec) @ self.W_enc + self.b_gate
+        with torch.no_grad():  # the share of open gates decides the path, read off 64 rows of the batch
+            sample = (x[:: max(1, len(x) // 64)] - self.b_dec) @ self.W_enc + self.b_gate
             dense = float((sample > 0).float().mean()) > SPARSE_DENSITY
         if dense:
             f_dec, gate_hat, sparsity, *stats = _GatedDense.apply(x, self.W_enc, self.b_gate, self.r_mag, self.b_mag,
