@@ -124,6 +124,19 @@ def step_seconds(trainer, repeats: int, gemm) -> tuple[float, float]:
     return float(np.median(steps)), float(np.median(gemms))
 
 
+def gemm_share(trainer, step: int) -> float:
+    """The share of one profiled training step's time spent in its GEMMs (mm, addmm): measured inside the step, so
+    contention from other processes slows both sides alike."""
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer._train_step(step)
+    wall = time.perf_counter() - start
+    gemm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm")) / 1e6
+    return gemm / wall
+
+
 def gated_trainer(x: torch.Tensor, d_sae: int, batch: int, tmp: str, cls=None, epochs: int = 1, coef=None):
     """A gated-SAE Trainer on `x` (with `cls`, another GatedSAE class in place of today's)."""
     from saerad.sae import TrainConfig, Trainer, trainer
@@ -169,10 +182,13 @@ def paper_step(args) -> None:
     if not args.baseline:
         print(f"{torch.get_num_threads()} threads; step: gated, d_in {d_in}, d_sae {d_sae}, batch {n}")
         with tempfile.TemporaryDirectory() as tmp:
-            step, gemm = step_seconds(gated_trainer(x, d_sae, n, tmp), args.repeats, lambda: a @ w)
+            trainer = gated_trainer(x, d_sae, n, tmp)
+            step, gemm = step_seconds(trainer, args.repeats, lambda: a @ w)
+            share = gemm_share(trainer, args.repeats + 1)
         flops = 2 * n * d_in * d_sae
         print(f"GEMM {n}x{d_in}x{d_sae}: {gemm:.2f} s ({flops / gemm / 1e9:.0f} GFLOPS); step {step:.2f} s = "
-              f"{step / gemm:.2f} GEMMs; efficiency (7 GEMMs / step) {7 * gemm / step:.0%}")
+              f"{step / gemm:.2f} GEMMs; efficiency (7 GEMMs / step) {7 * gemm / step:.0%}; share of a profiled "
+              f"step's time in its GEMMs {share:.0%}")
         return
     old = baseline_gated(args.baseline)
     m = args.baseline_d_sae
