@@ -28,12 +28,13 @@ _COMPATIBLE_WITH_NO_FINDING = {"No Finding", "Support Devices"}
 
 def _depth(value: Any) -> int:
     """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
+    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:  # only containers are pushed: a 49,152-feature dictionary holds millions of leaves
         item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        deepest = max(deepest, depth)
+        children = list(item.values()) if isinstance(item, dict) else item
+        if any(issubclass(kind, (dict, list)) for kind in set(map(type, children))):  # types read at C speed
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
 
 
@@ -119,8 +120,10 @@ def validate_feature_dictionary(data: Any, d_sae: int, source: str = "feature di
         exemplars = feature.get("exemplars", [])
         if not isinstance(exemplars, list):
             fail(f"{where}.exemplars", "must be a list of strings")
-        for j, exemplar in enumerate(exemplars):
-            text(f"{where}.exemplars[{j}]", exemplar, MAX_ID_CHARS)
+        if not (set(map(type, exemplars)) <= {str} and max(map(len, exemplars), default=0) <= MAX_ID_CHARS
+                and not _CONTROL.search("".join(exemplars))):  # checked one by one only to name the bad one
+            for j, exemplar in enumerate(exemplars):
+                text(f"{where}.exemplars[{j}]", exemplar, MAX_ID_CHARS)
     return {**data, "features": sorted(features, key=lambda f: f["id"])}
 
 

@@ -9,6 +9,16 @@ SAELens lives in its own environment (its dependencies differ from saerad's):
 
 The saerad side runs in this interpreter, the SAELens side in `--saelens-python` on the same saved embeddings; each
 side times only its training loop.
+
+The paper's step (gated, d_in 768, x64 = 49,152 features, batch 4096) against the machine's GEMM, side by side:
+
+    python benchmarks/sae_training.py --paper-step [--baseline COMMIT]
+
+times one GEMM of the step's shape (4096 x 768 x 49,152) and whole training steps (`Trainer._train_step`: loss,
+backward, clip, Adam) in alternation, and prints the step's efficiency: the GEMMs the step must do (7: three forward,
+four backward) times the GEMM's time, over the step's time. With `--baseline COMMIT` instead, the gated SAE of that
+commit (its `src/saerad/sae/architectures.py`, read with git) runs beside today's: step time at `--baseline-d-sae`
+(batch 4096), and FVU, L0 and dead fraction after training both on one fixed small problem.
 """
 
 import argparse
@@ -87,9 +97,133 @@ def saerad_side(x: torch.Tensor, arch: str, d_sae: int, k: int, l1: float, batch
     return {"seconds": seconds, "fvu": metrics["fvu"], "l0": metrics["l0"]}
 
 
+def baseline_gated(commit: str):
+    """The GatedSAE class of `src/saerad/sae/architectures.py` at `commit`, loaded beside today's."""
+    import importlib.util
+
+    source = subprocess.run(["git", "show", f"{commit}:src/saerad/sae/architectures.py"], capture_output=True,
+                            text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    spec = importlib.util.spec_from_loader("saerad.sae._baseline_architectures", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "saerad.sae"
+    exec(compile(source, f"{commit}:architectures.py", "exec"), module.__dict__)
+    return module.GatedSAE
+
+
+def step_seconds(trainer, repeats: int, gemm) -> tuple[float, float]:
+    """Median seconds of a training step and of the GEMM, timed in alternation (contention hits both alike)."""
+    steps, gemms = [], []
+    trainer._train_step(0)  # warm-up: allocations, Adam state
+    for step in range(1, repeats + 1):
+        start = time.perf_counter()
+        gemm()
+        gemms.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        trainer._train_step(step)
+        steps.append(time.perf_counter() - start)
+    return float(np.median(steps)), float(np.median(gemms))
+
+
+def gemm_share(trainer, step: int) -> float:
+    """The share of one profiled training step's time spent in its GEMMs (mm, addmm): measured inside the step, so
+    contention from other processes slows both sides alike."""
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer._train_step(step)
+    wall = time.perf_counter() - start
+    gemm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm")) / 1e6
+    return gemm / wall
+
+
+def gated_trainer(x: torch.Tensor, d_sae: int, batch: int, tmp: str, cls=None, epochs: int = 1, coef=None):
+    """A gated-SAE Trainer on `x` (with `cls`, another GatedSAE class in place of today's)."""
+    from saerad.sae import TrainConfig, Trainer, trainer
+
+    config = TrainConfig(architecture="gated", d_sae=d_sae, batch_size=batch, epochs=epochs, log_every=0,
+                         sparsity_coef=coef)
+    if cls is None:
+        return Trainer(config, x, tmp)
+    original = trainer.make_sae
+    trainer.make_sae = lambda arch, d_in, d_sae, k: cls(d_in, d_sae, k)
+    try:
+        return Trainer(config, x, tmp)
+    finally:
+        trainer.make_sae = original
+
+
+def fixed_problem() -> torch.Tensor:
+    """40,000 rows of 12 of 2048 random atoms in R^192 (the SAELens comparison's synthetic embeddings)."""
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.randn(2048, 192, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+    idx = torch.randint(0, 2048, (40_000, 12), generator=g)
+    return torch.einsum("nk,nkd->nd", torch.rand(40_000, 12, generator=g), atoms[idx]) + 0.3
+
+
+def quality(cls=None) -> dict:
+    """FVU, L0 and dead fraction of a gated SAE (d_sae 3072, batch 1024, 2 epochs) on the fixed problem."""
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = gated_trainer(fixed_problem(), 3072, 1024, tmp, cls, epochs=2, coef=4.0)
+        for step in range(trainer.total_steps):
+            trainer._train_step(step)
+        metrics, _ = trainer.measure()
+    return {k: metrics[k] for k in ("fvu", "l0", "dead_fraction")}
+
+
+def paper_step(args) -> None:
+    """The paper's training step against the GEMM of its shape; with --baseline, before vs after."""
+    n, d_in, d_sae = 4096, 768, 768 * 64
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * n, d_in, generator=g) + 1.0
+    a, w = torch.randn(n, d_in, generator=g), torch.randn(d_in, d_sae, generator=g)
+    if not args.baseline:
+        print(f"{torch.get_num_threads()} threads; step: gated, d_in {d_in}, d_sae {d_sae}, batch {n}")
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = gated_trainer(x, d_sae, n, tmp)
+            step, gemm = step_seconds(trainer, args.repeats, lambda: a @ w)
+            share = gemm_share(trainer, args.repeats + 1)
+        flops = 2 * n * d_in * d_sae
+        print(f"GEMM {n}x{d_in}x{d_sae}: {gemm:.2f} s ({flops / gemm / 1e9:.0f} GFLOPS); step {step:.2f} s = "
+              f"{step / gemm:.2f} GEMMs; efficiency (7 GEMMs / step) {7 * gemm / step:.0%}; share of a profiled "
+              f"step's time in its GEMMs {share:.0%}")
+        return
+    old = baseline_gated(args.baseline)
+    m = args.baseline_d_sae
+    w = torch.randn(d_in, m, generator=g)
+    print(f"{torch.get_num_threads()} threads; before ({args.baseline}) and after, d_sae {m}, batch {n}; steps "
+          "alternate before/after, each after a GEMM; the fastest of each is kept")
+    times: dict = {args.baseline: [], "today": [], "gemm": []}
+    with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
+        trainers = {args.baseline: gated_trainer(x, m, n, t1, old), "today": gated_trainer(x, m, n, t2)}
+        for trainer in trainers.values():
+            trainer._train_step(0)
+        for step in range(1, args.repeats + 1):
+            for name, trainer in trainers.items():
+                start = time.perf_counter()
+                a @ w
+                times["gemm"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                trainer._train_step(step)
+                times[name].append(time.perf_counter() - start)
+    gemm = min(times["gemm"])
+    rows = [(name, min(times[name]), gemm, quality(cls)) for name, cls in ((args.baseline, old), ("today", None))]
+    print(f"\n| gated SAE | step s (d_sae {m}) | GEMM s | step / GEMM | FVU | L0 | dead fraction |")
+    print("|---|---|---|---|---|---|---|")
+    for name, step, gemm, q in rows:
+        print(f"| {name} | {step:.2f} | {gemm:.2f} | {step / gemm:.2f} | {q['fvu']:.4f} | {q['l0']:.2f} | "
+              f"{q['dead_fraction']:.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--saelens-python", required=True, help="python of an environment with sae-lens")
+    parser.add_argument("--saelens-python", help="python of an environment with sae-lens")
+    parser.add_argument("--paper-step", action="store_true", help="the paper's step against the GEMM (no SAELens)")
+    parser.add_argument("--baseline", help="with --paper-step: a commit whose gated SAE runs beside today's")
+    parser.add_argument("--baseline-d-sae", type=int, default=12288, help="d_sae of the before/after step timing")
+    parser.add_argument("--repeats", type=int, default=3, help="with --paper-step: timed steps (and GEMMs)")
     parser.add_argument("--embeddings", help=".npy (n, d); default: synthetic sparse embeddings (n=40k, d=192)")
     parser.add_argument("--d-sae", type=int, default=3072)
     parser.add_argument("--k", type=int, default=16)
@@ -99,6 +233,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args()
+    if args.paper_step:
+        return paper_step(args)
+    if not args.saelens_python:
+        parser.error("--saelens-python is required (or --paper-step)")
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         if args.embeddings:

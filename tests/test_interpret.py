@@ -261,3 +261,33 @@ def test_a_feature_below_its_own_floor_writes_nothing():
     assert compose_report([3.0], features)["findings"] == "Cardiomegaly."
     weak = compose_report([1.0], features)
     assert weak["findings"] == "" and weak["omitted"][0]["code"] == "weak"
+def test_vectorised_scoring_equals_the_per_row_definition():
+    """score_features (ranks over all rows at once, firing pairs or a dense array) gives exactly the scores of the
+    per-row definition: `states` for each row, then `auroc`."""
+    rng = random.Random(3)
+    sentences = ["Moderate cardiomegaly.", "The heart size is normal.", "Small left pleural effusion.",
+                 "Right pleural effusion.", "No pleural effusion.", "Planted sign alpha is seen.",
+                 "Planted sign bravo is seen.", "Lungs are clear.", "No pneumothorax."]
+    reports = [" ".join(rng.sample(sentences, rng.randint(0, 4))) for _ in range(400)]
+    index = ReportIndex(reports)
+    descriptions = sentences + ["Bilateral pleural effusions.", "Lungs are clear. No effusion.", ""]
+    features = []
+    for fid in range(60):
+        text = descriptions[fid % len(descriptions)]
+        features.append({"id": fid, "description": text, "findings": tag_description(text)[0] if text else []})
+    acts = np.zeros((400, 60))
+    for fid in range(60):
+        acts[rng.sample(range(400), rng.choice([0, 3, 20, 150, 395])), fid] = rng.random() + 0.1
+    expected = []
+    for f in features:
+        fires = acts[:, f["id"]] > 0
+        if not f["description"] or min(fires.sum(), (~fires).sum()) < 5:
+            expected.append(None)
+            continue
+        expected.append(auroc([index.states(i, f["findings"], f["description"]) for i in range(400)], fires))
+    score_features(features, acts, index)
+    assert [f["score"] for f in features] == expected
+    rows, feats = np.nonzero(acts)
+    score_features(features, (rows, feats), index)
+    assert [f["score"] for f in features] == expected
+    assert sum(s is not None for s in expected) > 20

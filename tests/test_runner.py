@@ -3,6 +3,7 @@ import json
 import pytest
 
 from saerad.cli import main
+from saerad.errors import UserError
 from saerad.evaluation.runner import run_evaluation
 
 from fixtures import image_file
@@ -139,3 +140,21 @@ def test_demo_summary_counts_empty_reports_and_the_most_frequent_ones(tmp_path):
     assert system_reports(path, "reference") == {str(i): "x" for i in range(6)}
     path.write_text(json.dumps({"id": "0", "sae-rad": ""}) + "\n")
     assert report_summary(path).endswith("its most frequent reports: none.")
+
+
+def test_evaluating_from_the_splits_embedding_cache_writes_the_reports_the_images_give(tiny_dataset, model, model_dir,
+                                                                                        tmp_path):
+    from modeling_saerad import default_image_processor
+    from saerad.embed import embed
+
+    model.vision_model.save_pretrained(tmp_path / "backbone")  # the model's own backbone, as `saerad embed` reads one
+    default_image_processor(model.config.vision_config).save_pretrained(tmp_path / "backbone")
+    cache = embed(str(tmp_path / "backbone"), tiny_dataset, "test", str(tmp_path / "cache"), num_workers=0)
+    runs = {}
+    for name, embeddings in (("images", None), ("cache", str(cache))):
+        run_evaluation(tiny_dataset, model=str(model_dir), baselines=["normal"], out=str(tmp_path / name),
+                       n_resamples=20, embeddings=embeddings)
+        runs[name] = [json.loads(line)["sae-rad"] for line in (tmp_path / name / "predictions.jsonl").open()]
+    assert runs["cache"] == runs["images"] and any(runs["images"])
+    with pytest.raises(UserError, match="drop retrieval"):
+        run_evaluation(tiny_dataset, model=str(model_dir), embeddings=str(cache))

@@ -237,9 +237,14 @@ def test_a_target_l0_that_was_not_reached_is_reported(tmp_path, caplog):
     assert f"mean L0 {metrics['l0']:.1f} did not settle within 25% of --target-l0 0.5" in caplog.text
 
 
+@pytest.mark.parametrize("rows_per_chunk", [None, 5])  # the dense path's elementwise work in one chunk, and in many
 @pytest.mark.parametrize("b_gate", [-4.5, 0.0])  # sparse enough for the sparse path, and dense
-def test_gated_training_loss_matches_the_written_formulation(b_gate):
+def test_gated_training_loss_matches_the_written_formulation(b_gate, rows_per_chunk, monkeypatch):
+    from saerad.sae import architectures
     from saerad.sae.architectures import SPARSE_DENSITY, GatedSAE
+
+    if rows_per_chunk:
+        monkeypatch.setattr(architectures, "_row_chunks", lambda t: rows_per_chunk)
 
     torch.manual_seed(0)
     sae = GatedSAE(32, 256)

@@ -278,6 +278,8 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d["seed"], help="seeds the bootstrap")
     p.add_argument("--positive-only", action="store_true", help="count uncertain labels as negative")
     p.add_argument("--device", default=d["device"], help="torch device for the model")
+    p.add_argument("--embeddings", help="the split's embedding cache (from `saerad embed`): the model reads it "
+                                        "instead of running its backbone on the images")
     _writes(p, "evaluation")
 
 
@@ -293,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = run_evaluation(
         args.dataset, split=args.split, model=args.model, predictions=args.predictions, baselines=baselines,
         out=args.out, limit=args.limit, n_resamples=args.n_resamples, seed=args.seed,
-        uncertain_as_positive=not args.positive_only, device=args.device,
+        uncertain_as_positive=not args.positive_only, device=args.device, embeddings=args.embeddings,
     )
     print(markdown_table(results), end="")
     for metric, reason in results["skipped_metrics"].items():

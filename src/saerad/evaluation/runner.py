@@ -47,6 +47,31 @@ def familiarity_counts(rows: Sequence[dict]) -> dict:
             "threshold": rows[0]["threshold"]}
 
 
+def _generate_from_embeddings(model, embeddings: str, ids: Sequence[str], batch_size: int = 256):
+    """SAE-Rad's findings from an embedding cache of the split (no backbone forward): the model's SAE and composer
+    on the cached pooled embeddings of `ids`, in their order."""
+    import torch
+
+    from composition_saerad import COMPOSER_SETTINGS, compose_report
+
+    from ..embed import load_embeddings
+
+    x, cached = load_embeddings(embeddings)
+    position = {i: k for k, i in enumerate(cached)}
+    missing = [i for i in ids if i not in position]
+    if missing:
+        raise UserError(f"{embeddings}: no embedding for {len(missing)} ids of the split, e.g. {missing[:3]}; embed "
+                        "the split that is scored")
+    x = x[torch.tensor([position[i] for i in ids], dtype=torch.long)]
+    features, settings = model.features, {name: getattr(model.config, name) for name in COMPOSER_SETTINGS}
+    findings = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            acts = model.sae.encode(model.sae.normalize(x[start : start + batch_size].to(model.sae.W_enc)))
+            findings.extend(compose_report(row, features, **settings)["findings"] for row in acts.cpu().tolist())
+    return x, findings
+
+
 def score_systems(systems: dict, references: Sequence[str], n_resamples: int = 1000, seed: int = 0,
                   uncertain_as_positive: bool = True) -> tuple[dict, dict, dict]:
     """Every metric of every system with its CI; paired tests of the first system against the others."""
@@ -123,8 +148,9 @@ def _study_keys(rows) -> list:
 def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = None, predictions: Optional[str] = None,
                    baselines: Sequence[str] = ("normal", "retrieval", "oracle"), out: Optional[str] = None,
                    limit: Optional[int] = None, n_resamples: int = 1000, seed: int = 0, batch_size: int = 16,
-                   uncertain_as_positive: bool = True, device: str = "cpu") -> dict:
-    """Score SAE-Rad (or a predictions file) and baselines against the split's FINDINGS."""
+                   uncertain_as_positive: bool = True, device: str = "cpu", embeddings: Optional[str] = None) -> dict:
+    """Score SAE-Rad (or a predictions file) and baselines against the split's FINDINGS; with `embeddings` (the
+    split's embedding cache), the model reads those instead of running its backbone on the images."""
     from ..data.adapters import load_spec
 
     unknown = sorted(set(baselines) - set(BASELINES))
@@ -134,6 +160,9 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         raise UserError("give --model or --predictions (or both)")
     if "retrieval" in baselines and model is None:
         raise UserError("the retrieval baseline needs --model (it searches the model's embedding space)")
+    if embeddings is not None and (model is None or "retrieval" in baselines):
+        raise UserError("--embeddings needs --model, and serves SAE-Rad only: drop retrieval from --baselines "
+                        "(it embeds the train images)")
     data = load_spec(dataset)
     if split not in data:
         raise UserError(f"{dataset}: no split {split!r}; it has {sorted(data)}")
@@ -147,8 +176,12 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         from ..generate import load_model
 
         model_obj, processor = load_model(model, device=device)
-        test_embeds, generated, familiar = _embed_and_generate(model_obj, processor, rows["image"], batch_size,
-                                                     f"sae-rad on {split}", generate=True)
+        if embeddings is not None:
+            test_embeds, generated = _generate_from_embeddings(model_obj, embeddings, ids)
+            familiar = []
+        else:
+            test_embeds, generated, familiar = _embed_and_generate(model_obj, processor, rows["image"], batch_size,
+                                                                   f"sae-rad on {split}", generate=True)
         systems["sae-rad"] = generated
     if predictions is not None:
         given = read_predictions(predictions)
@@ -177,7 +210,7 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
         systems["oracle"] = [oracle_report(r) for r in references]
     scores, comparisons, skipped = score_systems(systems, references, n_resamples, seed, uncertain_as_positive)
     results = {
-        "dataset": dataset, "split": split, "n": len(ids), "model": model,
+        "dataset": dataset, "split": split, "n": len(ids), "model": model, "embeddings": embeddings,
         "reference_section": "findings",
         "labeler": "saerad rule-based CheXpert-style labeler, uncertain as "
                    + ("positive" if uncertain_as_positive else "negative"),

@@ -59,6 +59,7 @@ def _holdout_mask(ids: list[str], fraction: float) -> np.ndarray:
 
 @torch.no_grad()
 def _activations(sae, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
+    # dense (n, d_sae): the activation floors of the precision gate read every row's activation (docs/scale.md)
     return torch.cat([sae.encode(sae.normalize(x[s : s + batch].float())) for s in range(0, len(x), batch)]).numpy()
 
 

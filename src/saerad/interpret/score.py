@@ -49,7 +49,8 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> Optional[float]:
 
 
 class ReportIndex:
-    """What each reference report states: labeler mentions and normalised sentences."""
+    """What each reference report states: labeler mentions and normalised sentences, with inverted indexes so that
+    a description's prediction over every row is a few array operations."""
 
     def __init__(self, reports: Sequence[str]):
         # No Finding is what a whole report states (nothing abnormal), not a phrase: as the evaluation labels it
@@ -60,6 +61,15 @@ class ReportIndex:
             is_normal = aggregate(mentions).get("No Finding") == "positive"
             self.mentions.append([m for m in mentions if m["label"] != "No Finding"] + [normal] * is_normal)
         self.sentences = [{normalize_sentence(s) for s in split_sentences(r or "")} for r in reports]
+        self.n = len(reports)
+        self._by_mention: dict = {}  # (label, present, laterality) -> rows stating it
+        self._by_sentence: dict = {}  # normalised sentence -> rows stating it
+        for i, (mentions, sentences) in enumerate(zip(self.mentions, self.sentences)):
+            for m in mentions:
+                self._by_mention.setdefault((m["label"], m["status"] != "negative", m["laterality"]), set()).add(i)
+            for sentence in sentences:
+                self._by_sentence.setdefault(sentence, set()).add(i)
+        self._memo: dict = {}
 
     def states(self, i: int, findings: list, description: str) -> float:
         """The fraction of the description's findings (or, without findings, of its sentences) report i states."""
@@ -78,21 +88,76 @@ class ReportIndex:
                 return True
         return False
 
+    def predictions(self, findings: list, description: str) -> np.ndarray:
+        """`states(i, findings, description)` for every row i at once, as a float64 array (memoised)."""
+        key = (tuple((f["label"], f["status"] != "negative", f.get("laterality")) for f in findings), description)
+        if key not in self._memo:
+            total = np.zeros(self.n)
+            if findings:
+                for label, present, side in key[0]:
+                    total[list(self._finding_rows(label, present, side))] += 1
+                total /= len(findings)
+            else:
+                wanted = {normalize_sentence(s) for s in split_sentences(description)}
+                for sentence in wanted:
+                    total[list(self._by_sentence.get(sentence, ()))] += 1
+                total /= max(1, len(wanted))
+            self._memo[key] = total
+        return self._memo[key]
 
-def score_features(features: list[dict], activations: np.ndarray, index: ReportIndex,
-                   min_support: int = MIN_SUPPORT) -> None:
+    def _finding_rows(self, label: str, present: bool, side: Optional[str]) -> set:
+        """Rows with a mention of this label and presence on a compatible side (as `_states_finding` decides)."""
+        rows: set = set()
+        for (m_label, m_present, m_side), found in self._by_mention.items():
+            if m_label == label and m_present == present and (
+                    side is None or m_side is None or side == m_side or "bilateral" in (side, m_side)):
+                rows |= found
+        return rows
+
+
+def _average_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties given their average rank (as `auroc` ranks), for all rows at once."""
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(scores)] - 1
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat((starts + ends) / 2 + 1, ends - starts + 1)
+    return ranks
+
+
+def score_features(features: list[dict], activations, index: ReportIndex, min_support: int = MIN_SUPPORT) -> None:
     """Write each described feature's detection AUROC into `feature["score"]`, its held-out precision into
     `feature["precision"]` and the number of held-out rows it fires on into `feature["score_support"]`; score and
-    precision are None when it fires, or is silent, on fewer than `min_support`."""
+    precision are None when it fires, or is silent, on fewer than `min_support`.
+
+    `activations` is a dense `(n, d_sae)` array, or the firing pairs `(rows, feats)` of `n = index.n` rows: the
+    per-feature work is a sum over its firing rows of ranks computed once per distinct description."""
+    if isinstance(activations, tuple):
+        rows, feats = (np.asarray(a, dtype=np.int64) for a in activations)
+    else:
+        rows, feats = np.nonzero(np.asarray(activations) > 0)
+    n = index.n
+    d_sae = max((f["id"] for f in features), default=-1) + 1
+    order = np.argsort(feats, kind="stable")
+    rows = rows[order]
+    bounds = np.r_[0, np.cumsum(np.bincount(feats, minlength=d_sae))]
+    ranks: dict = {}
     for feature in features:
-        fires = activations[:, feature["id"]] > 0
-        feature["score_support"] = int(fires.sum())
-        if not feature["description"] or min(fires.sum(), (~fires).sum()) < max(1, min_support):
+        fid = feature["id"]
+        fired = rows[bounds[fid] : bounds[fid + 1]]
+        n_pos = len(fired)
+        feature["score_support"] = n_pos
+        if not feature["description"] or min(n_pos, n - n_pos) < max(1, min_support):
             feature["score"] = feature["precision"] = None
             continue
-        predicted = [index.states(i, feature["findings"], feature["description"]) for i in range(activations.shape[0])]
-        feature["score"] = auroc(predicted, fires)
-        feature["precision"] = float(np.mean(np.asarray(predicted)[fires]))
+        predicted = index.predictions(feature["findings"], feature["description"])
+        key = id(predicted)
+        if key not in ranks:
+            ranks[key] = _average_ranks(predicted)
+        rank_sum = ranks[key][fired].sum()
+        feature["score"] = float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
+        feature["precision"] = float(predicted[fired].mean())
 
 
 PRECISION_GRID = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

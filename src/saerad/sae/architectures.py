@@ -280,6 +280,72 @@ class JumpReLUSAE(SAE):
         return out
 
 
+def _row_chunks(t: torch.Tensor) -> int:
+    """Rows of a (batch, d_sae) tensor per chunk: ~32 MB, so that a chunk's GEMM output is still in cache for the
+    elementwise passes that follow it, and the GEMM is still a large one."""
+    return max(64, (1 << 23) // t.shape[1])
+
+
+class _GatedDense(torch.autograd.Function):
+    """The gated SAE's dense training pass, forward and backward written out: from `x` to the reconstruction
+    `x_hat` and the gate path's frozen-decoder reconstruction `gate_hat` (both without b_dec) and the
+    sparsity term, with the fewest GEMMs the loss allows (forward: P = centred W_enc, f W_dec, gate W_dec; backward:
+    two into d_sae, one into W_dec, one into W_enc; b_dec's gradient through P is a matrix-vector product). The GEMMs
+    into d_sae run a chunk of rows at a time, each followed by its elementwise work while the chunk is in cache;
+    masks are read off f and gate themselves (both >= 0, so sign() is the mask). Three (batch, d_sae) buffers live:
+    P, f and gate; backward turns P into its gradient. Same loss and gradients as the autograd form
+    (tests/test_train.py checks)."""
+
+    @staticmethod
+    def forward(ctx, x, W_enc, b_gate, r_mag, b_mag, W_dec, b_dec):
+        centred = x - b_dec
+        n, d_sae = len(centred), W_enc.shape[1]
+        P = torch.empty(n, d_sae, dtype=centred.dtype, device=centred.device)
+        F, G = torch.empty_like(P), torch.empty_like(P)
+        chunk, scale = _row_chunks(P), r_mag.exp()
+        gate_sum, counts = torch.zeros_like(b_gate), torch.zeros_like(b_gate)  # counts: rows each feature fires on
+        for s in range(0, n, chunk):
+            p, f, g = P[s : s + chunk], F[s : s + chunk], G[s : s + chunk]
+            torch.mm(centred[s : s + chunk], W_enc, out=p)
+            torch.add(p, b_gate, out=g).clamp_(min=0)  # ReLU(pi_gate); > 0 exactly where the gate is open
+            torch.addcmul(b_mag, p, scale, out=f).clamp_(min=0).mul_(torch.sign(g))
+            gate_sum += g.sum(0)
+            counts += torch.sign(f).sum(0)  # f >= 0: its sign is 1 where the feature fires
+        norms = W_dec.norm(dim=1)
+        x_hat, gate_hat = F @ W_dec, G @ W_dec
+        fired, l0 = counts > 0, (counts.sum(dtype=torch.float64) / n).to(P.dtype)
+        ctx.save_for_backward(centred, W_enc, b_gate, r_mag, W_dec, norms, gate_sum)  # centred: (batch, d_in)
+        ctx.buffers = (P, F, G)
+        ctx.mark_non_differentiable(fired, l0)  # statistics, not terms of the loss
+        return x_hat, gate_hat, (gate_sum @ norms) / n, fired, l0
+
+    @staticmethod
+    def backward(ctx, g_xhat, g_gatehat, g_sparsity, _fired, _l0):
+        centred, W_enc, b_gate, r_mag, W_dec, norms, gate_sum = ctx.saved_tensors
+        P, F, G = ctx.buffers
+        ctx.buffers = None
+        n, scale, chunk = len(P), r_mag.exp(), _row_chunks(P)
+        per_gate = g_sparsity * norms / n  # d(sparsity term) / d ReLU(pi_gate)
+        unit_rows = W_dec / norms.clamp_min(1e-12).unsqueeze(1)
+        grad_W_dec = torch.addmm((g_sparsity / n) * gate_sum.unsqueeze(1) * unit_rows, F.t(), g_xhat)
+        grad_b_gate, grad_r_mag, grad_b_mag = (torch.zeros_like(b_gate) for _ in range(3))
+        gf, gg = torch.empty(chunk, P.shape[1], dtype=P.dtype), torch.empty(chunk, P.shape[1], dtype=P.dtype)
+        for s in range(0, n, chunk):
+            p = P[s : s + chunk]
+            m = len(p)
+            torch.mm(g_xhat[s : s + chunk], W_dec.t(), out=gf[:m])
+            gf[:m].mul_(torch.sign(F[s : s + chunk]))  # d/d pi_mag: f > 0 where the gate is open and pi_mag > 0
+            grad_b_mag += gf[:m].sum(0)
+            grad_r_mag += (gf[:m] * p).sum(0)
+            torch.mm(g_gatehat[s : s + chunk], W_dec.t(), out=gg[:m])
+            gg[:m].add_(per_gate).mul_(torch.sign(G[s : s + chunk]))  # d/d pi_gate
+            grad_b_gate += gg[:m].sum(0)
+            torch.addcmul(gg[:m], gf[:m], scale, out=p)  # P now holds d/d P
+        grad_r_mag *= scale
+        grad_W_enc = centred.t() @ P
+        return None, grad_W_enc, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec, -(W_enc @ P.sum(0))
+
+
 class GatedSAE(SAE):
     """The paper's hybrid: a Gated SAE (Rajamanoharan et al. 2024) trained with Anthropic's April 2024 recipe.
 
@@ -304,35 +370,29 @@ class GatedSAE(SAE):
         self.r_mag = nn.Parameter(torch.zeros(d_sae))
         self.b_mag = nn.Parameter(torch.zeros(d_sae))
 
-    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        centred = x - self.b_dec
-        return centred @ self.W_enc + self.b_gate, centred @ (self.W_enc * self.r_mag.exp()) + self.b_mag
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        pi_gate, pi_mag = self._paths(x)
-        return (pi_gate > 0) * torch.relu(pi_mag)
+        projection = (x - self.b_dec) @ self.W_enc  # one matmul for both paths
+        return (projection + self.b_gate > 0) * torch.relu(projection * self.r_mag.exp() + self.b_mag)
 
     def loss(self, x: torch.Tensor, coef: float, dead: torch.Tensor = None) -> LossOutput:
-        projection = (x - self.b_dec) @ self.W_enc  # both paths' pre-activations come from this one matmul
-        with torch.no_grad():
-            rows, cols, offsets = _pairs(projection + self.b_gate > 0)
-        norms = self.W_dec.norm(dim=1)
-        if len(rows) > projection.numel() * SPARSE_DENSITY:
-            pi_gate = projection + self.b_gate
-            f = (pi_gate > 0) * torch.relu(projection * self.r_mag.exp() + self.b_mag)
-            x_hat = self.decode(f)
-            gate = torch.relu(pi_gate)
-            sparsity = (gate * norms).sum(-1).mean()
-            gate_hat = gate @ self.W_dec.detach()
-            stats = _stats(f)
+        with torch.no_grad():  # the share of open gates decides the path, read off 64 rows of the batch
+            sample = (x[:: max(1, len(x) // 64)] - self.b_dec) @ self.W_enc + self.b_gate
+            dense = float((sample > 0).float().mean()) > SPARSE_DENSITY
+        if dense:
+            f_dec, gate_hat, sparsity, *stats = _GatedDense.apply(x, self.W_enc, self.b_gate, self.r_mag, self.b_mag,
+                                                                  self.W_dec, self.b_dec)
+            x_hat = f_dec + self.b_dec
         else:
+            with torch.no_grad():
+                projection = (x - self.b_dec) @ self.W_enc  # both paths' pre-activations come from this one matmul
             # Every term lives on the open gates (closed gates give f = 0 and ReLU(pi_gate) = 0, and the Heaviside
             # passes no gradient), so decoding and the gradients touch only those pairs. Same loss and gradients.
+            rows, cols, offsets = _pairs(projection + self.b_gate > 0)
             selected = _Selected.apply(_at(projection, rows, cols), x, self.b_dec, self.W_enc, None, rows, cols)
             gate = torch.relu(selected + self.b_gate[cols])
             f = torch.relu(selected * self.r_mag.exp()[cols] + self.b_mag[cols])
             x_hat = _sparse_decode(f, cols, self.W_dec, offsets) + self.b_dec
-            sparsity = (gate * norms[cols]).sum() / len(x)
+            sparsity = (gate * self.W_dec.norm(dim=1)[cols]).sum() / len(x)
             gate_hat = _sparse_decode(gate, cols, self.W_dec.detach(), offsets)
             stats = _sparse_stats(f, cols, self.d_sae, len(x))
         mse = self.mse(x, x_hat)

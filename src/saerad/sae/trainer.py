@@ -72,7 +72,7 @@ class Trainer:
         # Inputs scaled so that E||x|| = sqrt(d_in); the scale is folded into the exported weights.
         self.scale = float(math.sqrt(d_in) / x.norm(dim=1).mean().clamp_min(1e-12))
         self.x = x * self.scale
-        self.fingerprint = hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()  # resume refuses others
+        self.fingerprint = hashlib.sha256(x.contiguous().numpy()).hexdigest()  # resume refuses others (no copy)
         self.n = n
         world = self.acc.num_processes
         self.batch = min(config.batch_size, n if n < world else n - n % world)
@@ -100,7 +100,10 @@ class Trainer:
             setting = self.sae.lr_settings.get(name)
             scale = self.sae.lr_scale.get(name, 1.0) * (getattr(config, setting) if setting else 1.0)
             scales.setdefault(scale, []).append(p)
-        self.optimizer = torch.optim.Adam([{"params": ps, "lr_scale": s} for s, ps in scales.items()], lr=config.lr)
+        groups = [{"params": ps, "lr_scale": s} for s, ps in scales.items()]
+        # fused: one pass over each parameter's state instead of several (CPU and CUDA; 75M parameters at x64)
+        fused = self.acc.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr, fused=fused or None)
         self.model, self.optimizer = self.acc.prepare(self.sae, self.optimizer)
         self.step = 0
         self.coef = config.sparsity_coef if config.sparsity_coef is not None else DEFAULT_COEF[config.architecture]
