@@ -30,7 +30,7 @@ def test_small_paper_scale_run_recovers_and_describes_planted_concepts(paper_sca
 
 
 def test_large_dictionary_validation_still_names_the_bad_exemplar_and_depth():
-    from modeling_saerad import validate_feature_dictionary
+    from composition_saerad import validate_feature_dictionary
 
     features = [{"id": i, "description": "Planted sign.", "section": "other", "findings": [],
                  "exemplars": [f"train-{i}-{j}" for j in range(32)]} for i in range(5000)]

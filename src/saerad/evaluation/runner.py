@@ -145,14 +145,9 @@ def _study_keys(rows) -> list:
     return [str(s) if s not in (None, "") else f"id:{i}" for s, i in zip(studies, rows["id"])]
 
 
-def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = None, predictions: Optional[str] = None,
-                   baselines: Sequence[str] = ("normal", "retrieval", "oracle"), out: Optional[str] = None,
-                   limit: Optional[int] = None, n_resamples: int = 1000, seed: int = 0, batch_size: int = 16,
-                   uncertain_as_positive: bool = True, device: str = "cpu", embeddings: Optional[str] = None) -> dict:
-    """Score SAE-Rad (or a predictions file) and baselines against the split's FINDINGS; with `embeddings` (the
-    split's embedding cache), the model reads those instead of running its backbone on the images."""
-    from ..data.adapters import load_spec
-
+def _check_systems(model: Optional[str], predictions: Optional[str], baselines: Sequence[str],
+                   embeddings: Optional[str]) -> None:
+    """Refuse a combination of systems and inputs that cannot be scored."""
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise UserError(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
@@ -163,6 +158,17 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
     if embeddings is not None and (model is None or "retrieval" in baselines):
         raise UserError("--embeddings needs --model, and serves SAE-Rad only: drop retrieval from --baselines "
                         "(it embeds the train images)")
+
+
+def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = None, predictions: Optional[str] = None,
+                   baselines: Sequence[str] = ("normal", "retrieval", "oracle"), out: Optional[str] = None,
+                   limit: Optional[int] = None, n_resamples: int = 1000, seed: int = 0, batch_size: int = 16,
+                   uncertain_as_positive: bool = True, device: str = "cpu", embeddings: Optional[str] = None) -> dict:
+    """Score SAE-Rad (or a predictions file) and baselines against the split's FINDINGS; with `embeddings` (the
+    split's embedding cache), the model reads those instead of running its backbone on the images."""
+    from ..data.adapters import load_spec
+
+    _check_systems(model, predictions, baselines, embeddings)
     data = load_spec(dataset)
     if split not in data:
         raise UserError(f"{dataset}: no split {split!r}; it has {sorted(data)}")
