@@ -156,5 +156,8 @@ def test_evaluating_from_the_splits_embedding_cache_writes_the_reports_the_image
                        n_resamples=20, embeddings=embeddings)
         runs[name] = [json.loads(line)["sae-rad"] for line in (tmp_path / name / "predictions.jsonl").open()]
     assert runs["cache"] == runs["images"] and any(runs["images"])
+    # the familiarity check reads images: a run from the cache claims no count, rather than "no calibration"
+    assert json.loads((tmp_path / "cache" / "results.json").read_text())["familiarity"] == {}
+    assert "sae-rad" in json.loads((tmp_path / "images" / "results.json").read_text())["familiarity"]
     with pytest.raises(UserError, match="drop retrieval"):
         run_evaluation(tiny_dataset, model=str(model_dir), embeddings=str(cache))

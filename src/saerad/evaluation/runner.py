@@ -222,8 +222,9 @@ def run_evaluation(dataset: str, split: str = "test", model: Optional[str] = Non
                    + ("positive" if uncertain_as_positive else "negative"),
         "dataset_fingerprint": _fingerprint(ids, references), "bootstrap": {"n_resamples": n_resamples, "seed": seed},
         "systems": scores, "comparisons": comparisons, "skipped_metrics": skipped,
-        # per system with a model: the images its familiarity check flagged (baselines have none)
-        "familiarity": {"sae-rad": familiarity_counts(familiar)} if model is not None else {},
+        # per system with a model: the images its familiarity check flagged (baselines have none; nor has a run from
+        # cached embeddings, since the check reads the images)
+        "familiarity": {"sae-rad": familiarity_counts(familiar)} if model is not None and embeddings is None else {},
     }
     if out:
         folder = Path(out)
