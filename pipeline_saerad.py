@@ -16,12 +16,13 @@ TASK = "radiology-report"
 # config.json's `custom_pipelines`, as transformers reads it for a model folder or repo
 CUSTOM_PIPELINES = {TASK: {"impl": "pipeline_saerad.SAERadReportPipeline", "pt": ["AutoModel"], "tf": [],
                            "type": "image"}}
-GENERATE_KWARGS = ("output_localization", "feature_overrides", "min_activation", "max_report_features",
-                   "min_feature_score", "normal_impression")
+GENERATE_KWARGS = ("output_localization", "feature_overrides", "on_unfamiliar", "min_activation",
+                   "max_report_features", "min_feature_score", "min_feature_precision", "normal_impression")
 
 
 class SAERadReportPipeline(Pipeline):
-    """Image(s) -> `{"report", "findings", "impression", "sentences", "omitted"}` per image: the model's
+    """Image(s) -> `{"report", "findings", "impression", "sentences", "omitted", "familiarity"}` per image (the
+    familiarity entry warns when the image is unlike the training images): the model's
     `generate(..., return_dict_in_generate=True)` for one image at a time; keyword arguments go to `generate`."""
 
     _load_processor = False
@@ -45,7 +46,8 @@ class SAERadReportPipeline(Pipeline):
 
     def postprocess(self, outputs: Any) -> dict:
         return {"report": outputs.reports[0], "findings": outputs.findings[0], "impression": outputs.impressions[0],
-                "sentences": outputs.sentences[0], "omitted": outputs.omitted[0]}
+                "sentences": outputs.sentences[0], "omitted": outputs.omitted[0],
+                "familiarity": (outputs.familiarity or [None])[0]}
 
 
 __all__ = ["CUSTOM_PIPELINES", "SAERadReportPipeline", "TASK"]

@@ -99,6 +99,7 @@ processed = list(processor(images=image, return_tensors="pt")["pixel_values"].sh
 direct = model.generate(processor(images=image, return_tensors="pt")["pixel_values"], return_dict_in_generate=True)
 one, listed = reporter(image), reporter([png, image])
 assert one["report"] == direct.reports[0] and one["sentences"] == direct.sentences[0], (one, direct.reports)
+assert one["familiarity"] == direct.familiarity[0], one["familiarity"]
 assert isinstance(listed, list) and listed[1] == one, listed
 from_file = model.generate(processor(images=Image.open(png).convert("L"), return_tensors="pt")["pixel_values"])
 assert listed[0]["report"] == from_file[0]

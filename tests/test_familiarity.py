@@ -108,6 +108,20 @@ def test_noise_is_flagged_and_fresh_phantoms_are_not(calibrated):
     assert set(fresh.familiarity[0]["signals"]) == {"early_statistics_mahalanobis", "reconstruction_error", "l0"}
 
 
+def test_the_pipeline_carries_the_warning_and_withholds_on_request(calibrated, tmp_path):
+    from transformers import pipeline
+
+    model, processor = calibrated
+    model.image_processor = processor
+    model.save_pretrained(tmp_path / "model")
+    reporter = pipeline("radiology-report", model=str(tmp_path / "model"), trust_remote_code=True)
+    warned = reporter(noise(1))
+    assert warned["familiarity"]["unfamiliar"] and "unlike the images" in warned["familiarity"]["warning"]
+    assert warned["report"]  # warn (the default) still writes the report
+    assert reporter(noise(1), on_unfamiliar="withhold")["report"] == ""
+    assert not reporter(phantoms(1, start=7000)[0])["familiarity"]["unfamiliar"]
+
+
 def test_on_unfamiliar_warn_withhold_ignore(calibrated, caplog):
     model, processor = calibrated
     batch = pixels(processor, [noise(0)] + phantoms(1, start=7000))

@@ -83,7 +83,7 @@ def test_fresh_process_without_saerad_gives_identical_activations_and_reports(mo
     from saerad.resources import REMOTE_CODE
 
     assert remote["remote_modules"] == sorted(name.removesuffix(".py") for name in REMOTE_CODE)  # every file ran
-    assert set(remote["pipeline"]) == {"report", "findings", "impression", "sentences", "omitted"}
+    assert set(remote["pipeline"]) == {"report", "findings", "impression", "sentences", "omitted", "familiarity"}
     # no socket at all; while loading, writes only to transformers' modules cache (how remote code is imported);
     # while generating, none
     events = remote["events"]
