@@ -1,12 +1,12 @@
 """BLEU-1..4 of generated radiology reports as report-generation papers compute it: an `evaluate` metric."""
 
-import datasets
 import evaluate
 
 # evaluate copies next to the script only the sibling files it imports itself (and reads a comment on an import
 # line as a URL to download): hence every file, and no comments here.
 from .chexpert_labeler import label_report
 from .chexpert_phrases import OBSERVATIONS
+from .metric_info import report_metric_info
 from .report_metrics import score
 from .report_text import normalize_deid
 
@@ -38,12 +38,7 @@ class Bleu(evaluate.Metric):
     __doc__ = _DESCRIPTION
 
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-            reference_urls=["https://arxiv.org/abs/2410.03334"],
-        )
+        return report_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         return score("bleu", predictions, references)

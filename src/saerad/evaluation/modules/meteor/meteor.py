@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import datasets
 import evaluate
 import nltk
 
@@ -10,6 +9,7 @@ import nltk
 # line as a URL to download): hence every file, and no comments here.
 from .chexpert_labeler import label_report
 from .chexpert_phrases import OBSERVATIONS
+from .metric_info import report_metric_info
 from .report_metrics import score
 from .report_text import normalize_deid
 from .wordnet_data import require_wordnet
@@ -42,12 +42,7 @@ class Meteor(evaluate.Metric):
     __doc__ = _DESCRIPTION
 
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-            reference_urls=["https://arxiv.org/abs/2410.03334"],
-        )
+        return report_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references):
         try:  # WordNet from NLTK's data, else Debian's files converted once into evaluate's cache
