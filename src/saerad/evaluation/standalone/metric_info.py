@@ -4,6 +4,14 @@ import datasets
 import evaluate
 
 PAPER = "https://arxiv.org/abs/2410.03334"
+SAERAD_CITATION = """\
+@article{abdulaal2024xray,
+  title={An X-Ray Is Worth 15 Features: Sparse Autoencoders for Interpretable Radiology Report Generation},
+  author={Abdulaal, Ahmed and Fry, Hugo and others},
+  journal={arXiv preprint arXiv:2410.03334},
+  year={2024}
+}
+"""
 
 
 def report_metric_info(description: str, citation: str, inputs_description: str) -> evaluate.MetricInfo:

@@ -6,7 +6,7 @@ import evaluate
 # line as a URL to download): hence every file, and no comments here.
 from .chexpert_labeler import label_report
 from .chexpert_phrases import OBSERVATIONS
-from .metric_info import report_metric_info
+from .metric_info import SAERAD_CITATION, report_metric_info
 from .report_metrics import score
 from .report_text import normalize_deid
 
@@ -19,13 +19,7 @@ Args:
 Returns:
     a dict with `bleu_1`, `bleu_2`, `bleu_3`, `bleu_4` (floats in [0, 1]).
 """
-_CITATION = """\
-@article{abdulaal2024xray,
-  title={An X-Ray Is Worth 15 Features: Sparse Autoencoders for Interpretable Radiology Report Generation},
-  author={Abdulaal, Ahmed and Fry, Hugo and others},
-  journal={arXiv preprint arXiv:2410.03334},
-  year={2024}
-}
+_CITATION = SAERAD_CITATION + """\
 @inproceedings{papineni2002bleu,
   title={BLEU: a Method for Automatic Evaluation of Machine Translation},
   author={Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing},

@@ -6,7 +6,7 @@ import evaluate
 # line as a URL to download): hence every file, and no comments here.
 from .chexpert_labeler import label_report
 from .chexpert_phrases import OBSERVATIONS
-from .metric_info import report_metric_info
+from .metric_info import SAERAD_CITATION, report_metric_info
 from .report_metrics import score
 from .report_text import normalize_deid
 
@@ -23,13 +23,7 @@ Returns:
     a dict with `micro_f1_14`, `macro_f1_14`, `micro_f1_5`, `macro_f1_5` and `f1_<observation>` (floats in
     [0, 1]; an observation absent from predictions and references scores 0).
 """
-_CITATION = """\
-@article{abdulaal2024xray,
-  title={An X-Ray Is Worth 15 Features: Sparse Autoencoders for Interpretable Radiology Report Generation},
-  author={Abdulaal, Ahmed and Fry, Hugo and others},
-  journal={arXiv preprint arXiv:2410.03334},
-  year={2024}
-}
+_CITATION = SAERAD_CITATION + """\
 @inproceedings{irvin2019chexpert,
   title={CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert Comparison},
   author={Irvin, Jeremy and Rajpurkar, Pranav and others}, booktitle={AAAI}, year={2019}

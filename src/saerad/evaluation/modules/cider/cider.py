@@ -6,7 +6,7 @@ import evaluate
 # line as a URL to download): hence every file, and no comments here.
 from .chexpert_labeler import label_report
 from .chexpert_phrases import OBSERVATIONS
-from .metric_info import report_metric_info
+from .metric_info import SAERAD_CITATION, report_metric_info
 from .report_metrics import score
 from .report_text import normalize_deid
 
@@ -20,13 +20,7 @@ Args:
 Returns:
     a dict with `cider` (float, 0 to 10).
 """
-_CITATION = """\
-@article{abdulaal2024xray,
-  title={An X-Ray Is Worth 15 Features: Sparse Autoencoders for Interpretable Radiology Report Generation},
-  author={Abdulaal, Ahmed and Fry, Hugo and others},
-  journal={arXiv preprint arXiv:2410.03334},
-  year={2024}
-}
+_CITATION = SAERAD_CITATION + """\
 @inproceedings{vedantam2015cider,
   title={CIDEr: Consensus-based Image Description Evaluation},
   author={Vedantam, Ramakrishna and Zitnick, C. Lawrence and Parikh, Devi}, booktitle={CVPR}, year={2015}

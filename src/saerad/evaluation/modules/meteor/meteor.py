@@ -9,7 +9,7 @@ import nltk
 # line as a URL to download): hence every file, and no comments here.
 from .chexpert_labeler import label_report
 from .chexpert_phrases import OBSERVATIONS
-from .metric_info import report_metric_info
+from .metric_info import SAERAD_CITATION, report_metric_info
 from .report_metrics import score
 from .report_text import normalize_deid
 from .wordnet_data import require_wordnet
@@ -24,13 +24,7 @@ Args:
 Returns:
     a dict with `meteor` (float in [0, 1]), or {} when WordNet is missing.
 """
-_CITATION = """\
-@article{abdulaal2024xray,
-  title={An X-Ray Is Worth 15 Features: Sparse Autoencoders for Interpretable Radiology Report Generation},
-  author={Abdulaal, Ahmed and Fry, Hugo and others},
-  journal={arXiv preprint arXiv:2410.03334},
-  year={2024}
-}
+_CITATION = SAERAD_CITATION + """\
 @inproceedings{banerjee2005meteor,
   title={METEOR: An Automatic Metric for MT Evaluation with Improved Correlation with Human Judgments},
   author={Banerjee, Satanjeev and Lavie, Alon}, booktitle={ACL Workshop on Evaluation Measures}, year={2005}
